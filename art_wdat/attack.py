@@ -1,0 +1,269 @@
+"""``WassersteinDistributionalAttack``: W-FGSM, W-PGD and W-PGD-Budget as an ART evasion attack.
+
+Numpy comes in once and goes out once; in between everything runs in torch on the estimator's device
+(:mod:`art_wdat.engine`). The budget is shared by **all** of ``x`` given to :meth:`generate`, whatever
+``batch_size`` is: batches only bound the memory of one forward/backward pass.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Callable, Optional, Union
+
+import numpy as np
+import torch
+from art.attacks.attack import EvasionAttack
+from art.estimators.classification.classifier import ClassifierMixin
+from art.estimators.estimator import BaseEstimator, LossGradientsMixin
+
+from art_wdat import estimator as est
+from art_wdat.engine import METHODS, AttackConfig, AttackTrace, run_attack
+from art_wdat.inputs import check_labels, check_x, in_caller_dtype
+from art_wdat.losses import LossFn, resolve_loss
+from art_wdat.reduce import Reducer, default_reducer
+from art_wdat.threat import SUPPORTED_NORMS, WassersteinBall
+
+logger = logging.getLogger(__name__)
+
+#: eps_step = EPS_STEP_RATIO · eps / max_iter by default (Bai et al., 2023).
+EPS_STEP_RATIO = 1.875
+
+
+def parse_norm(norm: Union[int, float, str]) -> float:
+    """Map ``np.inf``/"inf"/2/"2"/1 onto 1.0, 2.0 or inf; ValueError naming ``norm`` otherwise."""
+    try:
+        value = float(norm)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if value not in SUPPORTED_NORMS:
+        raise ValueError(f"`norm` must be one of 1, 2, np.inf or 'inf', got {norm!r}.")
+    return value
+
+
+@dataclass
+class AttackResult:
+    """What :meth:`WassersteinDistributionalAttack.generate` found, as ``attack.last_result_``.
+
+    :ivar cost: Achieved transport cost C(x_adv, x) (≤ eps).
+    :ivar eps: The budget.
+    :ivar sensitivity: Υ at the start point (METHOD.md §2).
+    :ivar perturbation_norms: ‖x_adv_i − x_i‖_r per input: the budget each input actually used.
+    :ivar budgets: Allocated per-input budgets δ_i (``method="budget"``), else None.
+    :ivar accuracy: Accuracy per iterate of the returned run, the start included (untargeted), or the
+        targeted success rate.
+    :ivar loss: Mean attack loss per iterate of the returned run.
+    :ivar best_iteration: The iterate returned (index into ``accuracy``).
+    :ivar best_restart: The random restart it came from.
+    """
+
+    cost: float
+    eps: float
+    sensitivity: float
+    perturbation_norms: np.ndarray
+    budgets: Optional[np.ndarray]
+    accuracy: list
+    loss: list
+    best_iteration: int
+    best_restart: int
+
+
+class WassersteinDistributionalAttack(EvasionAttack):
+    """Wasserstein distributional attack (Bai, He, Jiang, Obłój, NeurIPS 2023; W-PGD-Budget from 2025).
+
+    Finds x' with C(x', x) = ((1/N) Σ ‖x'_i − x_i‖_r^p)^(1/p) ≤ eps that maximises the mean loss:
+    one budget for the whole data set, spent where the loss gains most. ``p = inf`` is the pointwise
+    threat and then W-PGD is ART's PGD; W-FGSM is ``max_iter=1``.
+
+    | Paper link: https://arxiv.org/abs/2306.09844 and https://arxiv.org/abs/2502.09352
+    """
+
+    attack_params = EvasionAttack.attack_params + [
+        "eps", "p", "norm", "method", "max_iter", "eps_step", "loss", "num_random_init", "targeted",
+        "batch_size", "keep_best", "budget_rounds", "process_group", "verbose",
+    ]
+    _estimator_requirements = (BaseEstimator, LossGradientsMixin, ClassifierMixin)
+
+    def __init__(
+        self,
+        estimator,
+        eps: float = 0.3,
+        p: float = 2.0,
+        norm: Union[int, float, str] = np.inf,
+        method: str = "wpgd",
+        max_iter: int = 50,
+        eps_step: Optional[float] = None,
+        loss: Union[str, LossFn] = "redlr",
+        num_random_init: int = 0,
+        targeted: bool = False,
+        batch_size: int = 32,
+        keep_best: bool = True,
+        budget_rounds: int = 10,
+        process_group: Optional[object] = None,
+        verbose: bool = True,
+    ) -> None:
+        """
+        :param estimator: An ART ``PyTorchClassifier`` (PyTorch-native preprocessing only).
+        :param eps: The Wasserstein budget δ ≥ 0, in the units of the ground norm.
+        :param p: Wasserstein order in [1, inf]. ``inf`` is the pointwise threat (PGD); 2 is the papers' default.
+        :param norm: Ground norm on inputs: ``np.inf``/"inf", 2 or 1.
+        :param method: "wpgd" (steepest ascent of the whole distribution) or "budget" (W-PGD-Budget: allocate
+                       δ_i from the sensitivity, then pointwise PGD in each input's own ball).
+        :param max_iter: Number of steps; 1 is W-FGSM.
+        :param eps_step: Step size α of each iteration (for "budget": α·δ_i/eps per input). Default
+                         ``1.875 · eps / max_iter``.
+        :param loss: "redlr" (default, spends nothing on inputs already lost), "dlr", "ce", "kl" (labels are
+                     then clean class probabilities) or a callable ``(logits, labels) -> per-sample losses``.
+        :param num_random_init: Random starts inside the pointwise ball of radius eps; 0 starts at x. The best
+                                iterate over all starts is returned.
+        :param targeted: Reach the classes in ``y`` instead of leaving them (needs ``y``; "ce" or a callable).
+        :param batch_size: Inputs per forward/backward pass. Does not change the result.
+        :param keep_best: Return the best iterate of the whole distribution (fewest correct, then highest loss);
+                          ``False`` returns the last iterate, as ART's PGD does.
+        :param budget_rounds: For "budget": number of (re-)allocations of the per-input budgets, spread evenly
+                              over the iterations.
+        :param process_group: ``torch.distributed`` group whose ranks' inputs form one distribution; default: the
+                              world group when torch.distributed is initialised; ``False`` forces a local attack.
+        :param verbose: Show a progress bar.
+        """
+        est.require_pytorch_classifier(estimator, type(self).__name__)
+        super().__init__(estimator=estimator)
+        self.eps = eps
+        self.p = p
+        self.norm = norm
+        self.method = method
+        self.max_iter = max_iter
+        self.eps_step = eps_step
+        self.loss = loss
+        self.num_random_init = num_random_init
+        self.targeted = targeted
+        self.batch_size = batch_size
+        self.keep_best = keep_best
+        self.budget_rounds = budget_rounds
+        self.process_group = process_group
+        self.verbose = verbose
+        self.last_result_: Optional[AttackResult] = None
+        self._check_params()
+
+    # -- configuration ----------------------------------------------------------------------------------
+    def _check_params(self) -> None:
+        _check_number("eps", self.eps, low=0.0)
+        _check_number("p", self.p, low=1.0, allow_inf=True)
+        parse_norm(self.norm)
+        if self.method not in METHODS:
+            raise ValueError(f"`method` must be one of {METHODS}, got {self.method!r}.")
+        _check_int("max_iter", self.max_iter, low=1)
+        _check_int("batch_size", self.batch_size, low=1)
+        _check_int("num_random_init", self.num_random_init, low=0)
+        _check_int("budget_rounds", self.budget_rounds, low=1)
+        if self.eps_step is not None:
+            _check_number("eps_step", self.eps_step, low=0.0)
+        resolve_loss(self.loss)
+        if isinstance(self.loss, str) and self.loss.lower() in ("dlr", "redlr") and self.estimator.nb_classes < 3:
+            raise ValueError(f"`loss`={self.loss!r} needs at least 3 classes; use 'ce'.")
+        for flag in ("targeted", "keep_best", "verbose"):
+            if not isinstance(getattr(self, flag), bool):
+                raise TypeError(f"`{flag}` must be a bool, got {getattr(self, flag)!r}.")
+        if self.targeted and isinstance(self.loss, str) and self.loss.lower() != "ce":
+            raise ValueError(f"A targeted attack needs `loss`='ce' or a callable, got {self.loss!r}.")
+
+    @property
+    def ball(self) -> WassersteinBall:
+        """The threat model: the W_p ball of radius ``eps`` over the ground norm ``norm``."""
+        return WassersteinBall(eps=float(self.eps), p=float(self.p), norm=parse_norm(self.norm))
+
+    def config(self, batch_size: Optional[int] = None) -> AttackConfig:
+        """The torch-level settings of this attack (used by the trainer, which skips numpy)."""
+        eps_step = EPS_STEP_RATIO * self.eps / self.max_iter if self.eps_step is None else self.eps_step
+        return AttackConfig(ball=self.ball, loss_fn=resolve_loss(self.loss), eps_step=float(eps_step),
+                            max_iter=self.max_iter, method=self.method, batch_size=batch_size or self.batch_size,
+                            targeted=self.targeted, keep_best=self.keep_best, budget_rounds=self.budget_rounds)
+
+    def reducer(self) -> Reducer:
+        """Reductions over the whole distribution (across ranks under torch.distributed)."""
+        return default_reducer(self.process_group)
+
+    # -- the attack ---------------------------------------------------------------------------------------
+    def generate(self, x: np.ndarray, y: Optional[np.ndarray] = None, **kwargs) -> np.ndarray:
+        """Attack the whole of ``x`` as one distribution and return x_adv in ``x``'s dtype.
+
+        :param x: Inputs of shape (N, *input_shape), inside the estimator's ``clip_values``. Not modified.
+        :param y: Labels as indices (N,) or one-hot (N, nb_classes); the target classes if ``targeted``.
+                  ``None`` uses the model's predictions (untargeted only). For ``loss="kl"``: clean class
+                  probabilities (N, nb_classes). Not modified.
+        :return: The adversarial inputs, with C(x_adv, x) ≤ eps.
+        """
+        self._check_params()
+        x = check_x(x, self.estimator.input_shape, self.estimator.clip_values)
+        target = self._targets(x, y)
+        if x.shape[0] == 0 and not self.reducer().world_size > 1:
+            return x.copy()
+        if self.eps == 0:
+            self.last_result_ = None
+            return x.copy()
+        device = est.device_of(self.estimator)
+        x32 = np.ascontiguousarray(x, dtype=np.float32)
+        x_t = torch.from_numpy(x32.copy()).to(device)
+        target_t = torch.from_numpy(target).to(device)
+        cfg = self.config()
+        restarts = max(1, self.num_random_init)
+        start = self.ball.random_start if self.num_random_init > 0 else None
+        clip = est.clip_box(self.estimator, device)
+        with est.eval_mode(self.estimator):
+            x_adv_t, trace = run_attack(est.forward_fn(self.estimator), x_t, target_t, cfg, start=_clipped(start, clip),
+                                        restarts=restarts, clip=clip, reducer=self.reducer(), verbose=self.verbose)
+        self.last_result_ = self._result(x_t, x_adv_t, trace)
+        logger.info("W-PGD (%s, p=%s, norm=%s, eps=%.4g): accuracy %.4f -> %.4f, cost %.4g",
+                    self.method, self.p, self.norm, self.eps, self.last_result_.accuracy[0],
+                    self.last_result_.accuracy[self.last_result_.best_iteration], self.last_result_.cost)
+        return in_caller_dtype(x, x32, x_adv_t.cpu().numpy(), self.estimator.clip_values)
+
+    def _targets(self, x: np.ndarray, y: Optional[np.ndarray]) -> np.ndarray:
+        """Class indices (int64) or, for the KL loss, clean probabilities (float32) for every input."""
+        if isinstance(self.loss, str) and self.loss.lower() == "kl":
+            if not isinstance(y, np.ndarray) or y.shape != (x.shape[0], self.estimator.nb_classes):
+                raise ValueError("`y` must hold clean class probabilities of shape (N, nb_classes) for loss='kl'.")
+            return np.ascontiguousarray(y, dtype=np.float32)
+        labels = check_labels(y, x.shape[0], self.estimator.nb_classes)
+        if labels is not None:
+            return labels
+        if self.targeted:
+            raise ValueError("`y` (the target classes) is required for a targeted attack.")
+        if x.shape[0] == 0:
+            return np.zeros(0, dtype=np.int64)
+        return self.estimator.predict(x.astype(np.float32), batch_size=self.batch_size).argmax(axis=1)
+
+    def _result(self, x: torch.Tensor, x_adv: torch.Tensor, trace: AttackTrace) -> AttackResult:
+        ball, reducer = self.ball, self.reducer()
+        delta = x_adv - x
+        flip = (lambda v: v) if self.targeted else (lambda v: 1.0 - v)
+        return AttackResult(
+            cost=float(ball.cost(delta, reducer)), eps=float(self.eps), sensitivity=trace.sensitivity,
+            perturbation_norms=ball.ground_norms(delta).cpu().numpy(),
+            budgets=None if trace.budgets is None else trace.budgets.cpu().numpy(),
+            accuracy=[flip(v) for v in trace.success_rate], loss=trace.loss,
+            best_iteration=trace.best_iteration, best_restart=trace.best_restart)
+
+
+def _clipped(start: Optional[Callable], clip: Optional[tuple]) -> Optional[Callable]:
+    """Wrap a random start so that it lands inside the clip box."""
+    if start is None or clip is None:
+        return start
+    return lambda x: start(x).clamp_(clip[0], clip[1])
+
+
+def _check_number(name: str, value: object, low: float, allow_inf: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"`{name}` must be a number, got {value!r}.")
+    if math.isnan(value) or (math.isinf(value) and not allow_inf):
+        raise ValueError(f"`{name}` must be finite, got {value!r}.")
+    if value < low:
+        raise ValueError(f"`{name}` must be >= {low:g}, got {value!r}.")
+
+
+def _check_int(name: str, value: object, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"`{name}` must be an integer, got {value!r}.")
+    if value < low:
+        raise ValueError(f"`{name}` must be >= {low}, got {value!r}.")
