@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional, Union
 
 import numpy as np
 import torch
@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 EPS_STEP_RATIO = 1.875
 
 
-def parse_norm(norm: Union[int, float, str]) -> float:
+def parse_norm(norm: int | float | str) -> float:
     """Map ``np.inf``/"inf"/2/"2"/1 onto 1.0, 2.0 or inf; ValueError naming ``norm`` otherwise."""
     try:
         value = float(norm)
@@ -62,7 +62,7 @@ class AttackResult:
     eps: float
     sensitivity: float
     perturbation_norms: np.ndarray
-    budgets: Optional[np.ndarray]
+    budgets: np.ndarray | None
     accuracy: list
     loss: list
     best_iteration: int
@@ -90,17 +90,17 @@ class WassersteinDistributionalAttack(EvasionAttack):
         estimator,
         eps: float = 0.3,
         p: float = 2.0,
-        norm: Union[int, float, str] = np.inf,
+        norm: int | float | str = np.inf,
         method: str = "wpgd",
         max_iter: int = 50,
-        eps_step: Optional[float] = None,
-        loss: Union[str, LossFn] = "redlr",
+        eps_step: float | None = None,
+        loss: str | LossFn = "redlr",
         num_random_init: int = 0,
         targeted: bool = False,
         batch_size: int = 32,
         keep_best: bool = True,
         budget_rounds: int = 10,
-        process_group: Optional[object] = None,
+        process_group: object | None = None,
         verbose: bool = True,
     ) -> None:
         """
@@ -143,7 +143,7 @@ class WassersteinDistributionalAttack(EvasionAttack):
         self.budget_rounds = budget_rounds
         self.process_group = process_group
         self.verbose = verbose
-        self.last_result_: Optional[AttackResult] = None
+        self.last_result_: AttackResult | None = None
         self._check_params()
 
     # -- configuration ----------------------------------------------------------------------------------
@@ -173,7 +173,7 @@ class WassersteinDistributionalAttack(EvasionAttack):
         """The threat model: the W_p ball of radius ``eps`` over the ground norm ``norm``."""
         return WassersteinBall(eps=float(self.eps), p=float(self.p), norm=parse_norm(self.norm))
 
-    def config(self, batch_size: Optional[int] = None) -> AttackConfig:
+    def config(self, batch_size: int | None = None) -> AttackConfig:
         """The torch-level settings of this attack (used by the trainer, which skips numpy)."""
         eps_step = EPS_STEP_RATIO * self.eps / self.max_iter if self.eps_step is None else self.eps_step
         return AttackConfig(ball=self.ball, loss_fn=resolve_loss(self.loss), eps_step=float(eps_step),
@@ -185,7 +185,7 @@ class WassersteinDistributionalAttack(EvasionAttack):
         return default_reducer(self.process_group)
 
     # -- the attack ---------------------------------------------------------------------------------------
-    def generate(self, x: np.ndarray, y: Optional[np.ndarray] = None, **kwargs) -> np.ndarray:
+    def generate(self, x: np.ndarray, y: np.ndarray | None = None, **kwargs) -> np.ndarray:
         """Attack the whole of ``x`` as one distribution and return x_adv in ``x``'s dtype.
 
         :param x: Inputs of shape (N, *input_shape), inside the estimator's ``clip_values``. Not modified.
@@ -219,7 +219,7 @@ class WassersteinDistributionalAttack(EvasionAttack):
                     self.last_result_.accuracy[self.last_result_.best_iteration], self.last_result_.cost)
         return in_caller_dtype(x, x32, x_adv_t.cpu().numpy(), self.estimator.clip_values)
 
-    def _targets(self, x: np.ndarray, y: Optional[np.ndarray]) -> np.ndarray:
+    def _targets(self, x: np.ndarray, y: np.ndarray | None) -> np.ndarray:
         """Class indices (int64) or, for the KL loss, clean probabilities (float32) for every input."""
         if isinstance(self.loss, str) and self.loss.lower() == "kl":
             if not isinstance(y, np.ndarray) or y.shape != (x.shape[0], self.estimator.nb_classes):
@@ -246,7 +246,7 @@ class WassersteinDistributionalAttack(EvasionAttack):
             best_iteration=trace.best_iteration, best_restart=trace.best_restart)
 
 
-def _clipped(start: Optional[Callable], clip: Optional[tuple]) -> Optional[Callable]:
+def _clipped(start: Callable | None, clip: tuple | None) -> Callable | None:
     """Wrap a random start so that it lands inside the clip box."""
     if start is None or clip is None:
         return start

@@ -10,8 +10,8 @@ loop has no ``.item()`` and no host copy.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Optional
 
 import torch
 from tqdm.auto import tqdm
@@ -55,7 +55,7 @@ class AttackTrace:
     success_rate: list = field(default_factory=list)
     loss: list = field(default_factory=list)
     sensitivity: float = float("nan")
-    budgets: Optional[torch.Tensor] = None
+    budgets: torch.Tensor | None = None
     best_iteration: int = -1
     best_restart: int = 0
 
@@ -83,11 +83,12 @@ class _Pass:
         self.nan_seen |= torch.isnan(logits).any()
         losses = self.sign * self.cfg.loss_fn(logits, self.target[sl])
         if losses.shape != (xb.shape[0],):
-            raise ValueError(f"`loss` must return one value per sample, shape ({xb.shape[0]},); got {tuple(losses.shape)}.")
+            raise ValueError(f"`loss` must return one value per sample, shape ({xb.shape[0]},); "
+                             f"got {tuple(losses.shape)}.")
         hit = logits.argmax(dim=1) == self.labels[sl]
         return losses, hit if self.cfg.targeted else ~hit
 
-    def __call__(self, x_adv: torch.Tensor, grad_out: Optional[torch.Tensor]):
+    def __call__(self, x_adv: torch.Tensor, grad_out: torch.Tensor | None):
         n = x_adv.shape[0]
         losses = x_adv.new_empty(n)
         wins = torch.empty(n, dtype=torch.bool, device=x_adv.device)
@@ -110,7 +111,7 @@ class _Stepper:
     def __init__(self, cfg: AttackConfig, x: torch.Tensor, clip, reducer: Reducer) -> None:
         self.cfg, self.x, self.clip, self.reducer = cfg, x, clip, reducer
         self.ball = cfg.ball
-        self.radius: Optional[torch.Tensor] = None
+        self.radius: torch.Tensor | None = None
         rounds = max(1, min(cfg.budget_rounds, cfg.max_iter))
         self.allocate_at = {round(k * cfg.max_iter / rounds) for k in range(rounds)}
 
@@ -155,8 +156,8 @@ class _Best:
 
 
 def run_attack(forward: Forward, x: torch.Tensor, target: torch.Tensor, cfg: AttackConfig, *,
-               start: Optional[Callable[[torch.Tensor], torch.Tensor]] = None, restarts: int = 1,
-               clip: Optional[tuple] = None, reducer: Reducer = LOCAL, track: bool = True,
+               start: Callable[[torch.Tensor], torch.Tensor] | None = None, restarts: int = 1,
+               clip: tuple | None = None, reducer: Reducer = LOCAL, track: bool = True,
                verbose: bool = False) -> tuple[torch.Tensor, AttackTrace]:
     """Attack the distribution ``x`` (all of it: the budget is shared) and return (x_adv, trace).
 

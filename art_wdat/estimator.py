@@ -6,8 +6,8 @@ access to them goes through this module, so a change in ART breaks one file, not
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator, Optional
 
 import numpy as np
 import torch
@@ -45,7 +45,7 @@ def forward_fn(estimator) -> Callable[[torch.Tensor], torch.Tensor]:
     return forward
 
 
-def clip_box(estimator, device: torch.device) -> Optional[tuple]:
+def clip_box(estimator, device: torch.device) -> tuple | None:
     """The estimator's ``clip_values`` as a pair of float32 tensors on ``device``, or None."""
     if estimator.clip_values is None:
         return None

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 
 # Slack for clip-range checks: inputs that went through float32 or uint8/255 round trips sit a hair outside.
 _CLIP_TOL = 1e-6
 
 
-def check_x(x: object, input_shape: tuple, clip_values: Optional[tuple], name: str = "x") -> np.ndarray:
+def check_x(x: object, input_shape: tuple, clip_values: tuple | None, name: str = "x") -> np.ndarray:
     """Validate inputs and return them as an array (not a copy).
 
     :raises TypeError: if ``x`` is not a numeric numpy array.
@@ -33,7 +31,7 @@ def check_x(x: object, input_shape: tuple, clip_values: Optional[tuple], name: s
     return x
 
 
-def check_labels(y: object, n: int, nb_classes: int, name: str = "y") -> Optional[np.ndarray]:
+def check_labels(y: object, n: int, nb_classes: int, name: str = "y") -> np.ndarray | None:
     """Validate labels (indices (N,) or one-hot (N, nb_classes)) and return class indices as int64.
 
     :raises TypeError: if ``y`` is not a numpy array.
@@ -61,7 +59,7 @@ def check_labels(y: object, n: int, nb_classes: int, name: str = "y") -> Optiona
     return flat.astype(np.int64)
 
 
-def in_caller_dtype(x: np.ndarray, x32: np.ndarray, x_adv32: np.ndarray, clip_values: Optional[tuple]) -> np.ndarray:
+def in_caller_dtype(x: np.ndarray, x32: np.ndarray, x_adv32: np.ndarray, clip_values: tuple | None) -> np.ndarray:
     """Return the attack's float32 result in the dtype of the caller's ``x``.
 
     The perturbation, not the point, is carried over (x + (x_adv32 − x32)), so coordinates the attack

@@ -7,7 +7,7 @@ distributional attack weights samples by their own gradient norms.
 
 from __future__ import annotations
 
-from typing import Callable, Union
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -48,7 +48,7 @@ def kl_divergence(logits: torch.Tensor, clean_probs: torch.Tensor) -> torch.Tens
 LOSSES: dict[str, LossFn] = {"ce": cross_entropy, "dlr": dlr, "redlr": redlr, "kl": kl_divergence}
 
 
-def resolve_loss(loss: Union[str, LossFn]) -> LossFn:
+def resolve_loss(loss: str | LossFn) -> LossFn:
     """Return the per-sample loss named ``loss`` (case-insensitive), or ``loss`` itself if callable.
 
     :raises ValueError: for an unknown name.

@@ -8,8 +8,6 @@ across the shards of every rank (done here). The threat model and the attack loo
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
 
@@ -33,7 +31,7 @@ class GroupReducer(Reducer):
     :param group: The process group; ``None`` means the default (world) group.
     """
 
-    def __init__(self, group: Optional["torch.distributed.ProcessGroup"] = None) -> None:
+    def __init__(self, group: torch.distributed.ProcessGroup | None = None) -> None:
         import torch.distributed as dist
 
         self.group = group
@@ -57,7 +55,7 @@ class GroupReducer(Reducer):
 LOCAL = Reducer()
 
 
-def default_reducer(group: Optional[object] = None) -> Reducer:
+def default_reducer(group: object | None = None) -> Reducer:
     """Pick the reducer for ``group``: the world group when torch.distributed is initialised, else local.
 
     :param group: ``None`` (auto), ``False`` (force local) or a process group.

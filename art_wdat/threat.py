@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 
@@ -129,7 +128,7 @@ class WassersteinBall:
         return out.view_as(grad)
 
     def step_weights(self, grad_norms: torch.Tensor, reducer: Reducer = LOCAL,
-                     upsilon: Optional[torch.Tensor] = None) -> torch.Tensor:
+                     upsilon: torch.Tensor | None = None) -> torch.Tensor:
         """w_i = (‖g_i‖_s / Υ)^(q−1), so that d_i = w_i·h(g_i) has unit cost (float64, shape (N,)).
 
         p = inf gives w = 1 (FGSM/PGD). p = 1 (q = inf) puts the whole step on the samples of
@@ -148,7 +147,7 @@ class WassersteinBall:
         return torch.where(ups > 0, (gn / safe) ** (self.q - 1.0), torch.zeros_like(gn))
 
     def allocate(self, grad_norms: torch.Tensor, reducer: Reducer = LOCAL,
-                 spent: Optional[torch.Tensor] = None) -> torch.Tensor:
+                 spent: torch.Tensor | None = None) -> torch.Tensor:
         """Per-sample budgets δ_i with ((1/N) Σ δ_i^p)^(1/p) = δ exactly (METHOD.md §4).
 
         Inputs with zero gradient (under ReDLR: those already won) keep what they have ``spent``
