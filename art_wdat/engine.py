@@ -199,6 +199,7 @@ def run_attack(forward: Forward, x: torch.Tensor, target: torch.Tensor, cfg: Att
             if not last:
                 stepper(x_adv, grad, it)
                 bar.update(1)
+        nan_at = reducer.max(nan_at)  # every rank must raise together, or the others hang in a collective
         if int(nan_at) >= 0:  # one sync per restart, not per iteration
             raise ValueError(f"The model returned NaN logits during the attack (restart {restart}, iteration "
                              f"{int(nan_at)}); check the model and the inputs.")

@@ -315,7 +315,12 @@ def _load_timm_offline(timm_name: str, path: Path, nb_classes: int) -> nn.Module
     checkpoint = _torch_load_plain(path)
     if isinstance(checkpoint, Mapping) and isinstance(checkpoint.get("state_dict"), Mapping):
         checkpoint = checkpoint["state_dict"]
-    model.load_state_dict(_strip_prefixes(checkpoint), strict=True)
+    try:
+        model.load_state_dict(_strip_prefixes(checkpoint), strict=True)
+    except (RuntimeError, TypeError, AttributeError) as err:
+        raise ModelUnavailableError(
+            f"cannot read the checkpoint at {path}: it is not a state dict of {timm_name} ({_first_line(err)})"
+        ) from err
     return model
 
 
@@ -367,31 +372,42 @@ def load_robustbench(
     if timm_name is not None and path.is_file():
         model = _load_timm_offline(timm_name, path, nb_classes)
     else:
-        model = _robustbench_load_model(name, dataset, threat_model, model_dir, path)
+        gdrive_ids = entries[name].get("gdrive_id")
+        n_members = len(gdrive_ids) if isinstance(gdrive_ids, list) else 0
+        model = _robustbench_load_model(name, dataset, threat_model, model_dir, path, n_members)
     model.eval()
     logger.info("loaded RobustBench model %s (%s, %s)", name, dataset, threat_model)
     return make_classifier(model, input_shape, nb_classes, clip_values=(0.0, 1.0), device=device)
 
 
-def _robustbench_load_model(name: str, dataset: str, threat_model: str, model_dir: PathLike, path: Path) -> nn.Module:
-    """Call ``robustbench.utils.load_model`` and translate its failures into one-line errors."""
+def _robustbench_load_model(
+    name: str, dataset: str, threat_model: str, model_dir: PathLike, path: Path, n_members: int = 0
+) -> nn.Module:
+    """Call ``robustbench.utils.load_model`` and translate its failures into one-line errors.
+
+    :param n_members: number of checkpoint files of an ensemble entry (robustbench names them
+        ``<name>.pt_m0.pt``, ``<name>.pt_m1.pt``, ...), 0 for a single-file entry.
+    """
     rb = import_robustbench()
-    existed = path.is_file()
+    files = [Path(f"{path}_m{i}.pt") for i in range(n_members)] if n_members else [path]
+    existed = all(f.is_file() for f in files)
+    where = str(path) if not n_members else f"{files[0]} ... {files[-1].name}"
     stdout = io.StringIO()
     try:
         # robustbench reports downloads with print(); route that to logging instead of our stdout.
         with contextlib.redirect_stdout(stdout):
             model = rb.utils.load_model(model_name=name, model_dir=str(model_dir), dataset=dataset,
                                         threat_model=threat_model)
-    except (KeyError, ValueError) as err:
+    except ValueError as err:
+        # The name was validated already: this is robustbench refusing the entry (e.g. no gdrive_id).
         raise ValueError(f"RobustBench cannot load {name!r} for {dataset}/{threat_model}: {_first_line(err)}") from err
-    except Exception as err:  # network, gdown, pickle and state-dict errors alike
+    except Exception as err:  # network, gdown, pickle, missing-key and state-dict errors alike
         if existed:
             what = "cannot read the checkpoint at"
         else:
             what = "cannot download the weights (offline?); to run offline, place the checkpoint at"
         raise ModelUnavailableError(
-            f"RobustBench model {name!r}: {what} {path} ({type(err).__name__}: {_first_line(err)})"
+            f"RobustBench model {name!r}: {what} {where} ({type(err).__name__}: {_first_line(err)})"
         ) from err
     finally:
         for line in stdout.getvalue().splitlines():
@@ -423,10 +439,11 @@ def _plain(value: Any, key: str) -> Any:
     ``torch.load(weights_only=True)`` refuses numpy arrays and arbitrary objects, so convert or refuse
     them at save time rather than write a file that cannot be read.
     """
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
+    # numpy scalars first: np.float64 subclasses float but pickles as a numpy object.
     if isinstance(value, np.generic):
         return value.item()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
     if isinstance(value, (np.ndarray, torch.Tensor)) and value.ndim == 0:
         return value.item()
     if isinstance(value, (np.ndarray, torch.Tensor)):
@@ -443,11 +460,13 @@ def _plain(value: Any, key: str) -> Any:
     raise TypeError(f"{key} must hold only plain python values, got {type(value).__name__}")
 
 
-def _arch_spec(model_name_or_arch: Any, meta: Mapping[str, Any]) -> dict[str, Any]:
+def _arch_spec(
+    model_name_or_arch: Any, meta: Mapping[str, Any], state_dict: Mapping[str, torch.Tensor]
+) -> dict[str, Any]:
     """Normalise the architecture argument of :func:`save_checkpoint_model` to ``{"name", "kwargs"}``."""
     if isinstance(model_name_or_arch, SmallCNN):
-        return {"name": "SmallCNN", "kwargs": dict(model_name_or_arch.config)}
-    if isinstance(model_name_or_arch, str):
+        arch = {"name": "SmallCNN", "kwargs": dict(model_name_or_arch.config)}
+    elif isinstance(model_name_or_arch, str):
         arch = {"name": model_name_or_arch, "kwargs": {}}
     elif isinstance(model_name_or_arch, Mapping) and isinstance(model_name_or_arch.get("name"), str):
         arch = {"name": model_name_or_arch["name"], "kwargs": dict(model_name_or_arch.get("kwargs") or {})}
@@ -463,6 +482,10 @@ def _arch_spec(model_name_or_arch: Any, meta: Mapping[str, Any]) -> dict[str, An
         kwargs.setdefault("in_channels", shape[0])
         kwargs.setdefault("nb_classes", nb_classes)
         kwargs.setdefault("image_size", shape[-1])
+        first_conv = state_dict.get("features.0.weight")
+        if first_conv is not None:
+            kwargs.setdefault("width", int(first_conv.shape[0]))
+        _check_fits(SmallCNN(**kwargs), state_dict)
     elif name.startswith(RB_PREFIX):
         kwargs.setdefault("dataset", meta.get("dataset", "cifar10"))
         kwargs.setdefault("threat_model", meta.get("threat_model", "Linf"))
@@ -470,6 +493,15 @@ def _arch_spec(model_name_or_arch: Any, meta: Mapping[str, Any]) -> dict[str, An
     else:
         raise ValueError(f"unknown architecture {name!r} in model_name_or_arch; known: SmallCNN, rb:<robustbench name>")
     return {"name": name, "kwargs": _plain(kwargs, "arch.kwargs")}
+
+
+def _check_fits(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
+    """Refuse, at save time, a state dict that the recorded architecture could not load back."""
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except RuntimeError as err:
+        name = type(model).__name__
+        raise ValueError(f"state_dict does not fit the architecture {name}: {_first_line(err)}") from err
 
 
 def save_checkpoint_model(
@@ -508,7 +540,7 @@ def save_checkpoint_model(
     payload = {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
-        "arch": _arch_spec(model_name_or_arch, meta),
+        "arch": _arch_spec(model_name_or_arch, meta, state_dict),
         "state_dict": {k: v.detach().cpu().clone() for k, v in state_dict.items()},
         "input_shape": shape,
         "nb_classes": nb_classes,

@@ -123,6 +123,7 @@ def import_robustbench() -> ModuleType:
                 # Import-time noise from robustbench's dependencies, not actionable by our users.
                 warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
                 warnings.filterwarnings("ignore", message=r".*torch\.jit\.interface", category=FutureWarning)
+                warnings.filterwarnings("ignore", message="Importing from timm", category=DeprecationWarning)
                 module = importlib.import_module("robustbench")
                 # robustbench/__init__ does not import its utils and model zoo as attributes of every kind
                 # we use; importing them here makes ``rb.utils`` / ``rb.model_zoo`` always available.

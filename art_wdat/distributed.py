@@ -1,0 +1,57 @@
+"""torch.distributed set-up for attacks, training and evaluation across processes (launched with torchrun).
+
+The attack itself needs nothing from here: it reduces over the default process group whenever one is
+initialised (see :mod:`art_wdat.reduce`). These helpers start and stop the group with a timeout, so a
+rank that dies makes the others fail with an error instead of waiting forever.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import timedelta
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+
+def init_from_env(backend: str | None = None, timeout_s: float = 300.0) -> bool:
+    """Join the process group described by torchrun's environment (RANK, WORLD_SIZE, MASTER_ADDR, ...).
+
+    :param backend: "nccl" or "gloo"; default nccl when CUDA is available, else gloo.
+    :param timeout_s: How long a collective may wait for a missing rank before raising.
+    :return: True if a group was initialised (or already was), False when not launched by torchrun.
+    """
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        return True
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        return False
+    backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s))
+    logger.info("rank %d of %d joined (%s)", dist.get_rank(), dist.get_world_size(), backend)
+    return True
+
+
+def rank() -> int:
+    """This process's rank, 0 without torch.distributed."""
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def is_main_process() -> bool:
+    """Whether this process writes reports and checkpoints (rank 0)."""
+    return rank() == 0
+
+
+def shutdown() -> None:
+    """Leave the process group if one is initialised."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
