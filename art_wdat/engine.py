@@ -72,15 +72,18 @@ def _labels_of(target: torch.Tensor) -> torch.Tensor:
 class _Pass:
     """One sweep over the data at the current iterate: per-sample loss, win flag and (optionally) ∇x."""
 
-    def __init__(self, forward: Forward, target: torch.Tensor, cfg: AttackConfig) -> None:
-        self.forward, self.target, self.cfg = forward, target, cfg
-        self.labels = _labels_of(target)
+    def __init__(self, forward: Forward, target: torch.Tensor, cfg: AttackConfig, device: torch.device) -> None:
+        self.forward, self.cfg, self.device = forward, cfg, device
+        self.target = target.to(device)
+        self.labels = _labels_of(self.target)
         self.sign = -1.0 if cfg.targeted else 1.0
-        self.nan_seen = torch.zeros((), dtype=torch.bool, device=target.device)
+        #: First iteration whose logits held a NaN (-1: none), kept on the device to avoid a sync per pass.
+        self.nan_at = torch.full((), -1, dtype=torch.long, device=device)
 
-    def _loss(self, xb: torch.Tensor, sl: slice):
+    def _loss(self, xb: torch.Tensor, sl: slice, it: int):
         logits = self.forward(xb)
-        self.nan_seen |= torch.isnan(logits).any()
+        fresh = (self.nan_at < 0) & torch.isnan(logits).any()
+        self.nan_at = torch.where(fresh, torch.full_like(self.nan_at, it), self.nan_at)
         losses = self.sign * self.cfg.loss_fn(logits, self.target[sl])
         if losses.shape != (xb.shape[0],):
             raise ValueError(f"`loss` must return one value per sample, shape ({xb.shape[0]},); "
@@ -88,19 +91,22 @@ class _Pass:
         hit = logits.argmax(dim=1) == self.labels[sl]
         return losses, hit if self.cfg.targeted else ~hit
 
-    def __call__(self, x_adv: torch.Tensor, grad_out: torch.Tensor | None):
+    def __call__(self, x_adv: torch.Tensor, grad_out: torch.Tensor | None, it: int):
         n = x_adv.shape[0]
         losses = x_adv.new_empty(n)
         wins = torch.empty(n, dtype=torch.bool, device=x_adv.device)
         for sl in _batches(n, self.cfg.batch_size):
+            # A no-op unless streaming: then x_adv lives in host memory and only the batch travels.
+            xb = x_adv[sl].to(self.device, non_blocking=True)
             if grad_out is None:
                 with torch.no_grad():
-                    lb, wb = self._loss(x_adv[sl], sl)
+                    lb, wb = self._loss(xb, sl, it)
             else:
-                xb = x_adv[sl].detach().requires_grad_(True)
-                lb, wb = self._loss(xb, sl)
+                xb.requires_grad_(True)
+                lb, wb = self._loss(xb, sl, it)
                 # autograd.grad rather than backward(): no parameter gradients are computed or kept.
-                (grad_out[sl],) = torch.autograd.grad(lb.sum(), xb)
+                (g,) = torch.autograd.grad(lb.sum(), xb)
+                grad_out[sl] = g
             losses[sl], wins[sl] = lb.detach(), wb
         return losses, wins
 
@@ -158,7 +164,7 @@ class _Best:
 def run_attack(forward: Forward, x: torch.Tensor, target: torch.Tensor, cfg: AttackConfig, *,
                start: Callable[[torch.Tensor], torch.Tensor] | None = None, restarts: int = 1,
                clip: tuple | None = None, reducer: Reducer = LOCAL, track: bool = True,
-               verbose: bool = False) -> tuple[torch.Tensor, AttackTrace]:
+               verbose: bool = False, device: torch.device | None = None) -> tuple[torch.Tensor, AttackTrace]:
     """Attack the distribution ``x`` (all of it: the budget is shared) and return (x_adv, trace).
 
     :param forward: Maps a batch of inputs (as in ``x``) to logits, differentiably.
@@ -172,23 +178,23 @@ def run_attack(forward: Forward, x: torch.Tensor, target: torch.Tensor, cfg: Att
     :param track: Keep the best iterate and per-iterate statistics. ``False`` returns the last iterate
         and skips the final evaluation pass (used by the trainer's inner maximisation).
     :param verbose: Show a tqdm progress bar over iterations.
+    :param device: Where the model runs, if not where ``x`` is: then ``x`` and every tensor of its size stay
+        where they are (host memory, for inputs larger than the device) and batches are streamed.
     """
     trace = AttackTrace()
     if cfg.ball.eps == 0:
         return x.clone(), trace
-    one_pass = _Pass(forward, target, cfg)
+    one_pass = _Pass(forward, target, cfg, device or x.device)
     grad = torch.empty_like(x)
     best = _Best(x, reducer) if track and cfg.keep_best else None
     history, ups0 = [], None
-    nan_at = torch.full((), -1, dtype=torch.long, device=x.device)
     bar = tqdm(total=restarts * cfg.max_iter, desc=f"W-PGD ({cfg.method})", disable=not verbose, leave=False)
     for restart in range(restarts):
         x_adv = x.clone() if start is None else start(x)
         stepper = _Stepper(cfg, x, clip, reducer)
         for it in range(cfg.max_iter + (1 if track else 0)):
             last = it == cfg.max_iter
-            losses, wins = one_pass(x_adv, None if last else grad)
-            nan_at = torch.where((nan_at < 0) & one_pass.nan_seen, torch.tensor(it, device=x.device), nan_at)
+            losses, wins = one_pass(x_adv, None if last else grad, it)
             if track:
                 score = torch.stack([reducer.sum(wins.double().sum()), reducer.sum(losses.double().sum())])
                 history.append(score)
@@ -199,7 +205,7 @@ def run_attack(forward: Forward, x: torch.Tensor, target: torch.Tensor, cfg: Att
             if not last:
                 stepper(x_adv, grad, it)
                 bar.update(1)
-        nan_at = reducer.max(nan_at)  # every rank must raise together, or the others hang in a collective
+        nan_at = reducer.max(one_pass.nan_at)  # every rank must raise together, or the others hang in a collective
         if int(nan_at) >= 0:  # one sync per restart, not per iteration
             raise ValueError(f"The model returned NaN logits during the attack (restart {restart}, iteration "
                              f"{int(nan_at)}); check the model and the inputs.")
