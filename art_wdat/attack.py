@@ -81,7 +81,7 @@ class WassersteinDistributionalAttack(EvasionAttack):
 
     attack_params = EvasionAttack.attack_params + [
         "eps", "p", "norm", "method", "max_iter", "eps_step", "loss", "num_random_init", "targeted",
-        "batch_size", "keep_best", "budget_rounds", "process_group", "verbose",
+        "batch_size", "keep_best", "budget_rounds", "process_group", "max_device_bytes", "verbose",
     ]
     _estimator_requirements = (BaseEstimator, LossGradientsMixin, ClassifierMixin)
 
@@ -101,6 +101,7 @@ class WassersteinDistributionalAttack(EvasionAttack):
         keep_best: bool = True,
         budget_rounds: int = 10,
         process_group: object | None = None,
+        max_device_bytes: int | None = None,
         verbose: bool = True,
     ) -> None:
         """
@@ -125,6 +126,10 @@ class WassersteinDistributionalAttack(EvasionAttack):
                               over the iterations.
         :param process_group: ``torch.distributed`` group whose ranks' inputs form one distribution; default: the
                               world group when torch.distributed is initialised; ``False`` forces a local attack.
+        :param max_device_bytes: Device memory the attack's copies of x may take (x, x_adv, gradients, best
+                                 iterate: about 6 × x's float32 size). Beyond it, they stay in pinned host memory
+                                 and batches are streamed to the device; the result is the same. Default: half
+                                 of the free memory on CUDA, unlimited on CPU.
         :param verbose: Show a progress bar.
         """
         est.require_pytorch_classifier(estimator, type(self).__name__)
@@ -142,6 +147,7 @@ class WassersteinDistributionalAttack(EvasionAttack):
         self.keep_best = keep_best
         self.budget_rounds = budget_rounds
         self.process_group = process_group
+        self.max_device_bytes = max_device_bytes
         self.verbose = verbose
         self.last_result_: AttackResult | None = None
         self._check_params()
@@ -159,6 +165,8 @@ class WassersteinDistributionalAttack(EvasionAttack):
         _check_int("budget_rounds", self.budget_rounds, low=1)
         if self.eps_step is not None:
             _check_number("eps_step", self.eps_step, low=0.0)
+        if self.max_device_bytes is not None:
+            _check_int("max_device_bytes", self.max_device_bytes, low=0)
         resolve_loss(self.loss)
         if isinstance(self.loss, str) and self.loss.lower() in ("dlr", "redlr") and self.estimator.nb_classes < 3:
             raise ValueError(f"`loss`={self.loss!r} needs at least 3 classes; use 'ce'.")
@@ -204,20 +212,34 @@ class WassersteinDistributionalAttack(EvasionAttack):
             return x.copy()
         device = est.device_of(self.estimator)
         x32 = np.ascontiguousarray(x, dtype=np.float32)
-        x_t = torch.from_numpy(x32.copy()).to(device)
+        storage = self._storage_device(device, x32.nbytes)
+        x_t = torch.from_numpy(x32.copy())
+        x_t = x_t.pin_memory() if storage != device and device.type == "cuda" else x_t.to(storage)
         target_t = torch.from_numpy(target).to(device)
         cfg = self.config()
         restarts = max(1, self.num_random_init)
         start = self.ball.random_start if self.num_random_init > 0 else None
-        clip = est.clip_box(self.estimator, device)
+        clip = est.clip_box(self.estimator, storage)
         with est.eval_mode(self.estimator):
             x_adv_t, trace = run_attack(est.forward_fn(self.estimator), x_t, target_t, cfg, start=_clipped(start, clip),
-                                        restarts=restarts, clip=clip, reducer=self.reducer(), verbose=self.verbose)
+                                        restarts=restarts, clip=clip, reducer=self.reducer(), verbose=self.verbose,
+                                        device=device)
         self.last_result_ = self._result(x_t, x_adv_t, trace)
         logger.info("W-PGD (%s, p=%s, norm=%s, eps=%.4g): accuracy %.4f -> %.4f, cost %.4g",
                     self.method, self.p, self.norm, self.eps, self.last_result_.accuracy[0],
                     self.last_result_.accuracy[self.last_result_.best_iteration], self.last_result_.cost)
         return in_caller_dtype(x, x32, x_adv_t.cpu().numpy(), self.estimator.clip_values)
+
+    def _storage_device(self, device: torch.device, x_bytes: int) -> torch.device:
+        """Where x and its companions live: on the device if they fit in ``max_device_bytes``, else the host."""
+        limit = self.max_device_bytes
+        if limit is None:
+            limit = torch.cuda.mem_get_info(device)[0] // 2 if device.type == "cuda" else None
+        if limit is None or 6 * x_bytes <= limit:
+            return device
+        logger.info("Streaming: %.1f MB of inputs exceed max_device_bytes=%d; keeping them in host memory.",
+                    x_bytes / 2**20, limit)
+        return torch.device("cpu")
 
     def _targets(self, x: np.ndarray, y: np.ndarray | None) -> np.ndarray:
         """Class indices (int64) or, for the KL loss, clean probabilities (float32) for every input."""

@@ -250,3 +250,36 @@ def test_nan_logits_stop_the_attack_naming_the_iteration(digits):
     clf = wrap(Exploding())
     with pytest.raises(ValueError, match="NaN logits.*iteration"):
         WassersteinDistributionalAttack(clf, eps=0.1, loss="ce", max_iter=3, verbose=False).generate(x[:10], y[:10])
+
+
+# -- big inputs, order, determinism --------------------------------------------------------------------------
+@pytest.mark.parametrize("method", ["wpgd", "budget"])
+def test_streaming_from_host_memory_gives_the_same_result(digits_clf, digits, method, caplog):
+    _, _, x, y = digits
+    kwargs = dict(eps=0.1, p=2, method=method, max_iter=6, batch_size=50, verbose=False)
+    in_memory = WassersteinDistributionalAttack(digits_clf, **kwargs).generate(x, y)
+    with caplog.at_level("INFO", logger="art_wdat.attack"):
+        streamed = WassersteinDistributionalAttack(digits_clf, max_device_bytes=1024, **kwargs).generate(x, y)
+    assert "Streaming" in caplog.text
+    np.testing.assert_allclose(streamed, in_memory, atol=1e-6)
+
+
+@settings(max_examples=8, deadline=None)
+@given(seed=st.integers(0, 10_000), p=st.sampled_from([1.5, 2.0, math.inf]), method=st.sampled_from(["wpgd", "budget"]))
+def test_permuting_inputs_permutes_the_result(digits_clf, digits, seed, p, method):
+    _, _, x, y = digits
+    x, y = x[:90], y[:90]
+    perm = np.random.default_rng(seed).permutation(len(x))
+    attack = WassersteinDistributionalAttack(digits_clf, eps=0.1, p=p, method=method, max_iter=4, batch_size=32,
+                                             verbose=False)
+    np.testing.assert_allclose(attack.generate(x[perm], y[perm]), attack.generate(x, y)[perm], atol=1e-5)
+
+
+def test_runs_are_deterministic_with_a_seed(digits_clf, digits):
+    _, _, x, y = digits
+    attack = WassersteinDistributionalAttack(digits_clf, eps=0.1, p=2, max_iter=4, num_random_init=2, verbose=False)
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(123)
+        runs.append(attack.generate(x[:100], y[:100]))
+    np.testing.assert_array_equal(runs[0], runs[1])

@@ -1,0 +1,303 @@
+"""Side-by-side benchmark: W-PGD against ART's PGD, the forward+backward floor, W-TRADES against ART's TRADES.
+
+    python bench/run.py --quick                  # small CNN, < 2 minutes on 2 CPU cores
+    python bench/run.py                          # small CNN and ResNet-18, CPU
+    python bench/run.py --device cuda            # the same on a GPU
+
+Every ratio is measured in one process, on the same model, data, batch size and device, with the
+contenders interleaved in each repeat; medians over repeats are printed with their min–max, so a
+noisy machine moves both sides and not the verdict. Data: ../shared/data/cifar10_subset.npz when
+present, else random tensors of CIFAR-10 shape. Output: a Markdown table on stdout and
+bench/results/<date>-<device>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_CIFAR = ROOT.parent / "shared" / "data" / "cifar10_subset.npz"
+EPS = 8 / 255
+
+
+@dataclass
+class Row:
+    """One measured ratio: median over repeats with its range, and the target it is held to."""
+
+    model: str
+    name: str
+    ratios: list
+    target: str = ""
+    detail: dict = field(default_factory=dict)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.ratios)
+
+    def verdict(self) -> str:
+        if not self.target:
+            return "report"
+        op, bound = self.target.split(" ")
+        ok = self.median <= float(bound) if op == "<=" else self.median >= float(bound)
+        return "pass" if ok else "FAIL"
+
+    def markdown(self) -> str:
+        spread = f"{min(self.ratios):.2f}–{max(self.ratios):.2f}"
+        target = self.target or "—"
+        return f"| {self.model} | {self.name} | {self.median:.2f} | {spread} | {target} | {self.verdict()} |"
+
+
+# -- models and data ----------------------------------------------------------------------------------------
+def make_model(name: str) -> torch.nn.Module:
+    if name == "smallcnn":
+        from art_wdat.models import SmallCNN
+
+        return SmallCNN(3, 10, 32, width=32)
+    import torchvision
+
+    # ResNet-18 adapted to 32×32 inputs, as in the CIFAR literature: 3×3 stem, no max-pool.
+    net = torchvision.models.resnet18(num_classes=10)
+    net.conv1 = torch.nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+    net.maxpool = torch.nn.Identity()
+    return net
+
+
+def classifier(model: torch.nn.Module, device: str):
+    from art_wdat.models import make_classifier
+
+    return make_classifier(model.eval(), (3, 32, 32), 10, device=device,
+                           optimizer=torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9))
+
+
+def load_data(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, str]:
+    if SHARED_CIFAR.exists():
+        with np.load(SHARED_CIFAR) as f:
+            x = np.concatenate([f["x_test"], f["x_train"]])[:n].astype(np.float32) / 255.0
+            y = np.concatenate([f["y_test"], f["y_train"]])[:n].astype(np.int64)
+        if len(x) == n:
+            return x, y, "cifar10_subset"
+    rng = np.random.default_rng(seed)
+    return rng.random((n, 3, 32, 32), dtype=np.float32), rng.integers(0, 10, n), "random"
+
+
+def timed(fn, *args, sync: str = "cpu") -> float:
+    if sync == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    fn(*args)
+    if sync == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
+# -- the contenders ---------------------------------------------------------------------------------------
+def art_pgd(clf, iters: int, batch: int):
+    from art.attacks.evasion import ProjectedGradientDescent
+
+    return ProjectedGradientDescent(clf, norm=np.inf, eps=EPS, eps_step=1.875 * EPS / iters, max_iter=iters,
+                                    batch_size=batch, verbose=False)
+
+
+def wpgd(clf, iters: int, batch: int, method: str = "wpgd"):
+    from art_wdat import WassersteinDistributionalAttack
+
+    return WassersteinDistributionalAttack(clf, eps=EPS, p=2, norm=np.inf, method=method, max_iter=iters,
+                                           batch_size=batch, verbose=False)
+
+
+def floor_loop(clf, x: np.ndarray, y: np.ndarray, iters: int, batch: int) -> None:
+    """The floor of any gradient attack: one forward and one input-gradient backward per input and iteration."""
+    model, device = clf.model, clf.device
+    xs = torch.from_numpy(x).to(device)
+    ys = torch.from_numpy(y).to(device)
+    for _ in range(iters):
+        for i in range(0, len(xs), batch):
+            xb = xs[i:i + batch].clone().requires_grad_(True)
+            loss = torch.nn.functional.cross_entropy(model(xb), ys[i:i + batch], reduction="sum")
+            torch.autograd.grad(loss, xb)
+
+
+# -- measurements --------------------------------------------------------------------------------------------
+def attack_rows(model_name: str, args, x, y) -> list:
+    clf = classifier(make_model(model_name), args.device)
+    t, b, sync = args.max_iter, args.batch_size, args.device
+    pgd, ours, budget = art_pgd(clf, t, b), wpgd(clf, t, b), wpgd(clf, t, b, "budget")
+    timed(ours.generate, x[:b], y[:b], sync=sync)  # warm-up: allocator, kernels, lazy imports
+    timed(pgd.generate, x[:b], y[:b], sync=sync)
+    vs_pgd, vs_floor, vs_budget = [], [], []
+    for _ in range(args.repeats):
+        t_pgd = timed(pgd.generate, x, y, sync=sync)
+        t_ours = timed(ours.generate, x, y, sync=sync)
+        t_floor = timed(floor_loop, clf, x, y, t, b, sync=sync)
+        t_budget = timed(budget.generate, x, y, sync=sync)
+        vs_pgd.append(t_ours / t_pgd)
+        vs_floor.append(t_floor / t_ours)  # throughput ratio = inverse time ratio
+        vs_budget.append(t_budget / t_ours)
+    return [Row(model_name, "W-PGD time / ART PGD time", vs_pgd, "<= 1.10"),
+            Row(model_name, "W-PGD throughput / fwd+bwd floor", vs_floor, ">= 0.85"),
+            Row(model_name, "W-PGD-Budget time / W-PGD time (same iterations)", vs_budget)]
+
+
+def trades_row(model_name: str, args, x, y) -> list:
+    try:
+        from art_wdat.trainer import WassersteinTRADESTrainer
+    except ImportError:
+        logging.warning("art_wdat.trainer is not available: skipping the W-TRADES row")
+        return []
+    from art.defences.trainer import AdversarialTrainerTRADESPyTorch
+
+    inner, b, ratios = args.trades_steps, args.batch_size, []
+    for _ in range(args.repeats):
+        torch.manual_seed(0)
+        clf_art = classifier(make_model(model_name), args.device)
+        art_trainer = AdversarialTrainerTRADESPyTorch(clf_art, art_pgd(clf_art, inner, b), beta=6.0)
+        torch.manual_seed(0)
+        clf_ours = classifier(make_model(model_name), args.device)
+        ours = WassersteinTRADESTrainer(clf_ours, eps=EPS, p=2, norm=np.inf, beta=6.0, max_iter=inner)
+        t_art = _fit_time(art_trainer, x, y, b, args)
+        t_ours = _fit_time(ours, x, y, b, args)
+        ratios.append(t_ours / t_art)
+    return [Row(model_name, f"W-TRADES epoch / ART TRADES epoch ({inner} inner steps)", ratios, "<= 1.0")]
+
+
+def _fit_time(trainer, x, y, batch: int, args) -> float:
+    kwargs = {"verbose": False} if "WassersteinTRADES" in type(trainer).__name__ else {}
+    return timed(lambda: trainer.fit(x, y, nb_epochs=1, batch_size=batch, **kwargs), sync=args.device)
+
+
+def memory_row(model_name: str, args) -> list:
+    """Peak memory of W-PGD over ART PGD's, each in a fresh process (RSS on CPU, max_memory_allocated on CUDA)."""
+    peaks = {}
+    for which in ("pgd", "wpgd"):
+        cmd = [sys.executable, __file__, "--memory-probe", which, "--model", model_name, "--device", args.device,
+               "--n", str(args.n), "--max-iter", str(args.max_iter), "--batch-size", str(args.batch_size)]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+        peaks[which] = json.loads(out)
+    key = "peak" if args.device == "cuda" else "peak_rss"
+    ratio = peaks["wpgd"][key] / peaks["pgd"][key]
+    growth = (peaks["wpgd"][key] - peaks["wpgd"]["base"]) / max(peaks["pgd"][key] - peaks["pgd"]["base"], 1)
+    return [Row(model_name, "peak memory W-PGD / ART PGD", [ratio], "<= 1.5", {"growth_ratio": growth, **peaks})]
+
+
+def memory_probe(args) -> None:
+    import resource
+
+    x, y, _ = load_data(args.n)
+    clf = classifier(make_model(args.model), args.device)
+    attack = art_pgd(clf, args.max_iter, args.batch_size) if args.memory_probe == "pgd" else wpgd(
+        clf, args.max_iter, args.batch_size)
+    attack.generate(x[:2], y[:2])  # load everything lazily imported before taking the baseline
+    cuda = args.device == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    attack.generate(x, y)
+    peak = torch.cuda.max_memory_allocated() if cuda else None
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"base": base, "peak": peak, "peak_rss": rss}))
+
+
+def scaling_row(model_name: str, args) -> list:
+    sizes, times = args.scaling, []
+    clf = classifier(make_model(model_name), args.device)
+    attack = wpgd(clf, args.max_iter, args.batch_size)
+    for n in sizes:
+        x, y, _ = load_data(n)
+        times.append(statistics.median(timed(attack.generate, x, y, sync=args.device) for _ in range(2)))
+    slope = np.polyfit(np.log(sizes), np.log(times), 1)[0]
+    per_input = [t / n for t, n in zip(times, sizes)]
+    return [Row(model_name, f"scaling: log-log slope of W-PGD time over N={sizes}", [slope], "<= 1.10",
+                {"seconds": times, "seconds_per_input": per_input})]
+
+
+# -- driver ------------------------------------------------------------------------------------------------
+def parse(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--quick", action="store_true", help="small CNN only, fewer inputs: < 2 min on 2 cores")
+    parser.add_argument("--models", default=None, help="comma-separated: smallcnn,resnet18")
+    parser.add_argument("--n", type=int, default=None, help="inputs attacked per run")
+    parser.add_argument("--max-iter", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--trades-steps", type=int, default=5)
+    parser.add_argument("--skip", default="", help="comma-separated parts to skip: trades,memory,scaling")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    parser.add_argument("--memory-probe", choices=("pgd", "wpgd"), help=argparse.SUPPRESS)
+    parser.add_argument("--model", default="smallcnn", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    quick = args.quick
+    args.models = (args.models or ("smallcnn" if quick else "smallcnn,resnet18")).split(",")
+    args.n = args.n or (256 if quick else 512)
+    args.max_iter = args.max_iter or (5 if quick else 10)
+    args.repeats = args.repeats or (3 if quick else 5)
+    args.scaling = [64, 128, 256] if quick else [256, 1024, 4096]
+    return args
+
+
+def run(args) -> dict:
+    torch.manual_seed(0)
+    skip = set(filter(None, args.skip.split(",")))
+    x, y, source = load_data(args.n)
+    rows = []
+    for name in args.models:
+        heavy = name != "smallcnn" and args.device == "cpu"  # ResNet-18 on 2 CPU cores: fewer inputs
+        xs, ys = (x[:args.batch_size], y[:args.batch_size]) if heavy else (x, y)
+        rows += attack_rows(name, args, xs, ys)
+        if "trades" not in skip:
+            rows += trades_row(name, args, xs, ys)
+        if "memory" not in skip:
+            rows += memory_row(name, args)
+        if "scaling" not in skip and not heavy:
+            rows += scaling_row(name, args)
+    return {"date": date.today().isoformat(), "device": args.device, "data": source, "n": args.n,
+            "max_iter": args.max_iter, "batch_size": args.batch_size, "repeats": args.repeats,
+            "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
+            "threads": torch.get_num_threads(), "rows": [asdict(r) | {"median": r.median, "verdict": r.verdict()}
+                                                         for r in rows], "_rows": rows}
+
+
+def main(argv=None) -> dict:
+    args = parse(argv)
+    if args.memory_probe:
+        memory_probe(args)
+        return {}
+    result = run(args)
+    rows = result.pop("_rows")
+    print(f"device={result['device']} data={result['data']} N={result['n']} T={result['max_iter']} "
+          f"batch={result['batch_size']} repeats={result['repeats']} torch={result['torch']}")
+    print("| model | measure | median | min–max | target | verdict |")
+    print("|---|---|---|---|---|---|")
+    for row in rows:
+        print(row.markdown())
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{result['date']}-{result['device']}.json"
+    path.write_text(json.dumps(result, indent=2, default=_jsonable))
+    print(f"written: {path}")
+    return result
+
+
+def _jsonable(v):
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    return str(v)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING)
+    main()
