@@ -196,7 +196,7 @@ def run_attack(forward: Forward, x: torch.Tensor, target: torch.Tensor, cfg: Att
             last = it == cfg.max_iter
             losses, wins = one_pass(x_adv, None if last else grad, it)
             if track:
-                score = torch.stack([reducer.sum(wins.double().sum()), reducer.sum(losses.double().sum())])
+                score = reducer.sum(torch.stack([wins.double().sum(), losses.double().sum()]))
                 history.append(score)
                 if best is not None:
                     best.offer(x_adv, score, restart, it)

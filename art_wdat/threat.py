@@ -42,14 +42,14 @@ def power_mean(values: torch.Tensor, e: float, reducer: Reducer = LOCAL) -> torc
     """((1/N) Σ v_i^e)^(1/e) over all samples (max for e = inf), as a 0-d float64 tensor.
 
     Scaled by the global maximum so that large ``e`` (p near 1) neither overflows nor underflows.
+    Two reductions across ranks at most: the maximum, then the sum and the count together.
     """
     v = values.double()
     vmax = reducer.max(v.max() if v.numel() else v.new_zeros(()))
     if math.isinf(e):
         return vmax
-    count = reducer.sum(v.new_tensor(float(v.numel())))
     safe = torch.where(vmax > 0, vmax, torch.ones_like(vmax))
-    total = reducer.sum(((v / safe) ** e).sum())
+    total, count = reducer.sum(torch.stack([((v / safe) ** e).sum(), v.new_tensor(float(v.numel()))]))
     return torch.where(vmax > 0, safe * (total / count.clamp_min(1.0)) ** (1.0 / e), vmax)
 
 
