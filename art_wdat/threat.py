@@ -54,18 +54,22 @@ def power_mean(values: torch.Tensor, e: float, reducer: Reducer = LOCAL) -> torc
 
 
 def project_l1_ball(delta: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
-    """Euclidean projection of each row of ``delta`` onto its ℓ1 ball (Duchi et al., 2008)."""
-    flat = delta.flatten(1)
+    """Euclidean projection of each row of ``delta`` onto its ℓ1 ball (Duchi et al., 2008).
+
+    In float64: the threshold comes from a cumulative sum, whose float32 rounding alone would
+    overshoot the radius by up to 5e-6 relative.
+    """
+    flat = delta.flatten(1).double()
     mag = flat.abs()
     srt, _ = mag.sort(dim=1, descending=True)
     cums = srt.cumsum(dim=1)
     idx = torch.arange(1, flat.shape[1] + 1, device=flat.device, dtype=flat.dtype)
-    rad = radius.to(flat.dtype).unsqueeze(1)
+    rad = radius.double().unsqueeze(1)
     k = ((srt * idx) > (cums - rad)).sum(dim=1, keepdim=True).clamp_min(1)
     theta = ((cums.gather(1, k - 1) - rad) / k.to(flat.dtype)).clamp_min(0)
-    inside = (mag.sum(dim=1, keepdim=True) <= rad)
+    inside = mag.sum(dim=1, keepdim=True) <= rad
     shrunk = flat.sign() * (mag - theta).clamp_min(0)
-    return torch.where(inside, flat, shrunk).view_as(delta)
+    return torch.where(inside, flat, shrunk).to(delta.dtype).view_as(delta)
 
 
 @dataclass(frozen=True)
