@@ -105,7 +105,8 @@ class WassersteinDistributionalAttack(EvasionAttack):
         verbose: bool = True,
     ) -> None:
         """
-        :param estimator: An ART ``PyTorchClassifier`` (PyTorch-native preprocessing only).
+        :param estimator: An ART ``PyTorchClassifier``. PyTorch preprocessing is differentiated by autograd; a numpy
+                          defence gets ART's BPDA gradient (see :mod:`art_wdat.estimator`).
         :param eps: The Wasserstein budget δ ≥ 0, in the units of the ground norm.
         :param p: Wasserstein order in [1, inf]. ``inf`` is the pointwise threat (PGD); 2 is the papers' default.
         :param norm: Ground norm on inputs: ``np.inf``/"inf", 2 or 1.

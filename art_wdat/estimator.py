@@ -2,6 +2,26 @@
 
 ART keeps the wrapped module, its preprocessing chain and its device in private attributes; every
 access to them goes through this module, so a change in ART breaks one file, not four.
+
+Preprocessing follows ART's own conventions, so that gradients here are the ones ART's gradient attacks
+(``loss_gradient``) see through the same classifier:
+
+* PyTorch-native chains (``SpatialSmoothingPyTorch``, the ``preprocessing=(mean, std)`` standardisation, ...)
+  run in torch and are differentiated by autograd through their ``forward``, as in
+  ``PyTorchClassifier._apply_preprocessing(..., no_grad=False)``. ART does **not** call ``estimate_forward`` on
+  this path: a non-differentiable PyTorch defence must put its straight-through estimate inside ``forward``
+  (as ``Mp3CompressionPyTorch`` and ``VideoCompressionPyTorch`` do with a custom ``autograd.Function``).
+* A numpy defence (``FeatureSqueezing``, ``JpegCompression``, ``ThermometerEncoding``, ...) is applied in numpy to
+  each batch in the forward pass, and the backward pass is ART's ``_apply_preprocessing_gradient``: each
+  defence's ``estimate_gradient``, the identity for most of them (BPDA, Athalye et al., 2018), so the
+  gradients are those of ART's ``loss_gradient`` (and fail where it fails, e.g. ``ThermometerEncoding``
+  followed by a standardisation). This costs one host round trip per batch and direction. ART chains at most
+  one such defence (followed by the standardisation); so does this module.
+* Defences with ``apply_predict=False`` (``GaussianAugmentation`` used at training time) are skipped, as in
+  ``predict``; when every defence left is PyTorch-native the chain runs in torch without a host round trip.
+* Postprocessors (``ReverseSigmoid``, ``HighConfidence``) act on ``predict``'s outputs only. The forward here
+  returns the raw model outputs, as ``loss_gradient`` does, so gradient attacks (ART's and ours) see the
+  undefended logits.
 """
 
 from __future__ import annotations
@@ -12,9 +32,11 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
+Preprocess = Callable[[torch.Tensor], torch.Tensor]
+
 
 def require_pytorch_classifier(estimator: object, who: str) -> None:
-    """Raise TypeError unless ``estimator`` is an ART ``PyTorchClassifier``.
+    """Raise TypeError unless ``estimator`` is an ART ``PyTorchClassifier`` whose preprocessing ART can chain.
 
     :param estimator: The estimator handed to ``who``.
     :param who: The class that needs it, for the message.
@@ -24,10 +46,21 @@ def require_pytorch_classifier(estimator: object, who: str) -> None:
     if not isinstance(estimator, PyTorchClassifier):
         raise TypeError(f"{who} needs an ART PyTorchClassifier as `estimator`, got {type(estimator).__name__}; "
                         "wrap the torch.nn.Module in art.estimators.classification.PyTorchClassifier.")
-    if not estimator.all_framework_preprocessing:
-        raise TypeError(f"{who} needs PyTorch-native preprocessing so that gradients flow through it; "
-                        f"`estimator` has {[type(p).__name__ for p in estimator.preprocessing_operations]}. "
-                        "Use the *PyTorch variants of ART's preprocessors.")
+    if not estimator.all_framework_preprocessing and not _art_can_chain(estimator.preprocessing_operations):
+        raise TypeError(f"{who}: `estimator` has the preprocessing chain "
+                        f"{[type(p).__name__ for p in estimator.preprocessing_operations]}, which ART's "
+                        "PyTorchClassifier cannot chain either (its predict raises NotImplementedError): use at most "
+                        "one numpy defence, optionally followed by the (mean, std) standardisation, or only the "
+                        "*PyTorch variants of ART's preprocessors.")
+
+
+def _art_can_chain(operations: list) -> bool:
+    """ART's rule for chains that are not all PyTorch-native: one operation, or one plus the standardisation."""
+    from art.preprocessing.standardisation_mean_std.numpy import StandardisationMeanStd
+    from art.preprocessing.standardisation_mean_std.pytorch import StandardisationMeanStdPyTorch
+
+    standardisation = (StandardisationMeanStd, StandardisationMeanStdPyTorch)
+    return len(operations) == 1 or (len(operations) == 2 and isinstance(operations[-1], standardisation))
 
 
 def device_of(estimator) -> torch.device:
@@ -36,13 +69,70 @@ def device_of(estimator) -> torch.device:
 
 
 def forward_fn(estimator) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Differentiable map from raw inputs to logits, through the estimator's own preprocessing chain."""
+    """Differentiable map from raw inputs to the model's outputs, through the estimator's preprocessing.
+
+    See the module docstring for how numpy and non-differentiable defences are handled; postprocessors are
+    not applied. The attack losses are applied to whatever the model returns (ART's ``PyTorchClassifier`` has
+    no flag for probability outputs): a model ending in a softmax still gets feasible attacks, but saturated
+    probabilities flatten the (Re)DLR margins and the gradients, so the attack is weaker than on the logits of
+    the same network (tests/test_composition.py). Wrap models that return logits.
+    """
+    preprocess = _preprocess_fn(estimator)
 
     def forward(x: torch.Tensor) -> torch.Tensor:
-        x_pre, _ = estimator._apply_preprocessing(x, y=None, fit=False, no_grad=False)
-        return estimator._model(x_pre)[-1]
+        return estimator._model(preprocess(x))[-1]
 
     return forward
+
+
+def _preprocess_fn(estimator) -> Preprocess:
+    """The estimator's predict-time preprocessing as a differentiable torch map (ART's gradient conventions)."""
+    from art.defences.preprocessor.preprocessor import PreprocessorPyTorch
+
+    if estimator.all_framework_preprocessing:
+        return lambda x: estimator._apply_preprocessing(x, y=None, fit=False, no_grad=False)[0]
+    active = [p for p in estimator.preprocessing_operations if p.apply_predict]
+    if all(isinstance(p, PreprocessorPyTorch) for p in active):
+        # Only training-time numpy defences (e.g. GaussianAugmentation): ART's predict skips them and calls the
+        # rest one by one; chaining their forward in torch gives the same values without leaving the device.
+        return lambda x: _chain_torch(active, x)
+    return lambda x: _NumpyPreprocessing.apply(x, estimator)
+
+
+def _chain_torch(operations: list, x: torch.Tensor) -> torch.Tensor:
+    for operation in operations:
+        x, _ = operation.forward(x, None)
+    return x
+
+
+class _NumpyPreprocessing(torch.autograd.Function):
+    """ART's numpy preprocessing in the forward pass, ART's gradient estimate (BPDA) in the backward pass.
+
+    Exactly what ``PyTorchClassifier.loss_gradient`` does for a chain that is not all PyTorch-native: the
+    defences run on a numpy copy of the batch, and the gradient with respect to their output is mapped back
+    by ``_apply_preprocessing_gradient`` (identity for most defences, a smooth surrogate for thermometer
+    encoding, 1/std for the standardisation).
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, estimator) -> torch.Tensor:
+        x_np = x.detach().cpu().numpy()
+        x_pre, _ = estimator._apply_preprocessing(x_np, y=None, fit=False)
+        if x_pre.shape[0] != x_np.shape[0]:
+            raise ValueError(f"The preprocessing chain turned {x_np.shape[0]} inputs into {x_pre.shape[0]}; a "
+                             "defence that adds samples can only run at training time (apply_predict=False).")
+        ctx.estimator, ctx.x_np = estimator, x_np
+        # Back to x's dtype: ART 1.20.1's FeatureSqueezing returns float64 under numpy 2, which float32 models reject.
+        return torch.tensor(np.asarray(x_pre), dtype=x.dtype, device=x.device)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        grad_np = grad.detach().cpu().numpy()
+        # Autograd runs backward() with grad mode off; ART's estimate for PyTorch-native members of the chain
+        # (the standardisation) differentiates their estimate_forward, which needs it on.
+        with torch.enable_grad():
+            grad_x = ctx.estimator._apply_preprocessing_gradient(ctx.x_np, grad_np, fit=False)
+        return torch.tensor(np.asarray(grad_x), dtype=grad.dtype, device=grad.device), None
 
 
 def clip_box(estimator, device: torch.device) -> tuple | None:
