@@ -14,6 +14,7 @@ _EXPORTS = {
     "WassersteinDistributionalAttack": "art_wdat.attack",
     "AttackResult": "art_wdat.attack",
     "WassersteinBall": "art_wdat.threat",
+    "WassersteinTRADESTrainer": "art_wdat.trainer",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -26,6 +26,15 @@ def wrap(model: torch.nn.Module, input_shape=(1, 8, 8), nb_classes=10, **kwargs)
                              clip_values=(0.0, 1.0), **kwargs)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """The suite's models are tiny: on a 2-core machine intra-op threads only add OpenMP contention (10x here)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def digits():
     d = load_digits()

@@ -1,0 +1,222 @@
+"""Robustness metrics of METHOD.md §6: sensitivity Υ, V(0), W(0) and the first-order bounds R^u, R^l.
+
+Everything here costs at most one gradient pass over the data, plus one W-FGSM step for Q_δ (done by
+:class:`~art_wdat.attack.WassersteinDistributionalAttack` with ``max_iter=1``, not re-implemented).
+
+Definitions, for a per-sample loss J and clean data (x_i, y_i), i = 1..N:
+
+* A = clean accuracy; S = the correctly classified inputs.
+* V(0) = (1/N) Σ_i J(x_i, y_i).
+* W(0) = mean of J over the misclassified clean inputs. When there are none, the mean is undefined:
+  for ReDLR (and DLR clamped the same way) J is exactly 0 on every misclassified input, so W(0) = 0 is
+  its value whatever the data; for any other loss W(0) is NaN (and so is R^l) unless the caller
+  passes ``w0`` explicitly. This is this project's choice, stated in the result's ``w0_source``.
+* Υ = ((1/N) Σ_i ‖∇_x J(x_i, y_i)‖_s^q)^(1/q), s the dual of the ground norm, q the conjugate of p.
+* R^u_δ = A_δ / A for the accuracy A_δ under any attack inside the ball (an upper bound on R_δ).
+* R^l_δ = min(R̃, R̄), R̄ = (W(0) − V(0) − δΥ)/(W(0) − V(0)), R̃ = (W(0) − E_{Q_δ}[J])/(W(0) − V(0)),
+  Q_δ the W-FGSM distribution: a first-order estimate from below, not a certificate.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from art_wdat import estimator as est
+from art_wdat.attack import WassersteinDistributionalAttack, parse_norm
+from art_wdat.inputs import check_labels, check_x
+from art_wdat.losses import LossFn, resolve_loss
+from art_wdat.threat import WassersteinBall
+
+logger = logging.getLogger(__name__)
+
+#: Losses that are identically 0 on misclassified inputs, so W(0) = 0 even when none is misclassified.
+ZERO_ON_MISCLASSIFIED = ("redlr",)
+
+Loss = str | LossFn
+
+
+@dataclass(frozen=True)
+class CleanStatistics:
+    """A, V(0), W(0) and Υ of a classifier on clean data, from one gradient pass.
+
+    :ivar n: Number of inputs N.
+    :ivar clean_accuracy: A.
+    :ivar v0: V(0), the mean loss on clean data.
+    :ivar w0: W(0), the mean loss over misclassified clean inputs (see the module docstring when none is).
+    :ivar w0_source: "misclassified" (the mean), "zero-on-misclassified" (ReDLR without misclassified
+        inputs), "given" (passed by the caller) or "undefined" (NaN).
+    :ivar sensitivity: Υ at x' = x.
+    :ivar n_misclassified: Number of misclassified clean inputs.
+    :ivar p: Wasserstein order.
+    :ivar norm: Ground norm.
+    :ivar loss: Name of the loss J.
+    """
+
+    n: int
+    clean_accuracy: float
+    v0: float
+    w0: float
+    w0_source: str
+    sensitivity: float
+    n_misclassified: int
+    p: float
+    norm: float
+    loss: str
+
+    def first_order_value(self, delta: float) -> float:
+        """V(0) + δΥ: the first-order prediction of the worst mean loss over the ball of radius δ."""
+        return self.v0 + delta * self.sensitivity
+
+
+@dataclass(frozen=True)
+class LowerBound:
+    """R^l_δ = min(R̃, R̄) and its two parts (NaN where W(0) − V(0) vanishes or W(0) is undefined).
+
+    :ivar r_bar: R̄ = (W(0) − V(0) − δΥ)/(W(0) − V(0)).
+    :ivar r_tilde: R̃ = (W(0) − E_{Q_δ}[J])/(W(0) − V(0)).
+    :ivar r_lower: min(R̃, R̄) clamped to [0, 1], the range of a ratio of accuracies (NaN stays NaN).
+    """
+
+    r_bar: float
+    r_tilde: float
+    r_lower: float
+
+
+def loss_name(loss: Loss) -> str:
+    """A printable name for ``loss``: the string itself or the callable's ``__name__``."""
+    return loss.lower() if isinstance(loss, str) else getattr(loss, "__name__", type(loss).__name__)
+
+
+def _validated(classifier, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    est.require_pytorch_classifier(classifier, "art_wdat.metrics")
+    x = check_x(x, classifier.input_shape, classifier.clip_values)
+    labels = check_labels(y, x.shape[0], classifier.nb_classes)
+    if labels is None:
+        raise ValueError("`y` (the true labels) is required for the robustness metrics.")
+    if x.shape[0] == 0:
+        raise ValueError("`x` is empty: the metrics need at least one input.")
+    return np.ascontiguousarray(x, dtype=np.float32), labels
+
+
+def _gradient_pass(classifier, x: np.ndarray, labels: np.ndarray, loss_fn: LossFn, ball: WassersteinBall,
+                   batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-sample loss J, correctness and ‖∇_x J‖_s at the clean inputs (float64, bool, float64)."""
+    device = est.device_of(classifier)
+    forward = est.forward_fn(classifier)
+    losses, correct, gnorms = [], [], []
+    with est.eval_mode(classifier):
+        for start in range(0, x.shape[0], batch_size):
+            xb = torch.from_numpy(x[start:start + batch_size]).to(device).requires_grad_(True)
+            yb = torch.from_numpy(labels[start:start + batch_size]).to(device)
+            logits = forward(xb)
+            lb = loss_fn(logits, yb)
+            if lb.shape != (xb.shape[0],):
+                raise ValueError(f"`loss` must return one value per sample, shape ({xb.shape[0]},); "
+                                 f"got {tuple(lb.shape)}.")
+            # autograd.grad: input gradients only, parameter gradients are neither computed nor kept.
+            (grad,) = torch.autograd.grad(lb.sum(), xb)
+            losses.append(lb.detach().double().cpu().numpy())
+            correct.append((logits.argmax(dim=1) == yb).cpu().numpy())
+            gnorms.append(ball.dual_norms(grad).cpu().numpy())
+    return np.concatenate(losses), np.concatenate(correct), np.concatenate(gnorms)
+
+
+def clean_statistics(classifier, x: np.ndarray, y: np.ndarray, p: float = 2.0,
+                     norm: int | float | str = np.inf, loss: Loss = "redlr", batch_size: int = 128,
+                     w0: float | None = None) -> CleanStatistics:
+    """A, V(0), W(0) and Υ (METHOD.md §6) from one gradient pass over the clean data.
+
+    :param classifier: An ART ``PyTorchClassifier``.
+    :param x: Clean inputs (N, *input_shape).
+    :param y: True labels, indices (N,) or one-hot.
+    :param p: Wasserstein order in [1, inf] (sets q, the order of Υ's power mean).
+    :param norm: Ground norm: inf, 2 or 1 (gradients are measured in its dual).
+    :param loss: "redlr" (default), "dlr", "ce", or a callable ``(logits, labels) -> (N,)``.
+    :param batch_size: Inputs per gradient pass.
+    :param w0: Use this W(0) instead of the mean over misclassified inputs.
+    :return: The statistics.
+    """
+    x, labels = _validated(classifier, x, y)
+    ball = WassersteinBall(eps=1.0, p=float(p), norm=parse_norm(norm))
+    losses, correct, gnorms = _gradient_pass(classifier, x, labels, resolve_loss(loss), ball, batch_size)
+    upsilon = float(ball.sensitivity(torch.from_numpy(gnorms)))
+    wrong = ~correct
+    name = loss_name(loss)
+    if w0 is not None:
+        w0_value, source = float(w0), "given"
+    elif wrong.any():
+        w0_value, source = float(losses[wrong].mean()), "misclassified"
+    elif name in ZERO_ON_MISCLASSIFIED:
+        w0_value, source = 0.0, "zero-on-misclassified"
+    else:
+        w0_value, source = math.nan, "undefined"
+        logger.warning("No clean input is misclassified: W(0) is undefined for loss %r, so R^l is NaN; "
+                       "pass `w0` or use loss='redlr'.", name)
+    return CleanStatistics(n=int(x.shape[0]), clean_accuracy=float(correct.mean()), v0=float(losses.mean()),
+                           w0=w0_value, w0_source=source, sensitivity=upsilon, n_misclassified=int(wrong.sum()),
+                           p=ball.p, norm=ball.norm, loss=name)
+
+
+def sensitivity(classifier, x: np.ndarray, y: np.ndarray, p: float = 2.0, norm: int | float | str = np.inf,
+                loss: Loss = "redlr", batch_size: int = 128) -> float:
+    """Υ = ((1/N) Σ ‖∇_x J(x_i, y_i)‖_s^q)^(1/q) at the clean inputs (METHOD.md §2).
+
+    See :func:`clean_statistics` for the parameters.
+    """
+    return clean_statistics(classifier, x, y, p=p, norm=norm, loss=loss, batch_size=batch_size).sensitivity
+
+
+def wfgsm_mean_loss(classifier, x: np.ndarray, y: np.ndarray, delta: float, p: float = 2.0,
+                    norm: int | float | str = np.inf, loss: Loss = "redlr", batch_size: int = 128) -> float:
+    """E_{Q_δ}[J]: the mean loss after one W-FGSM step of size δ (the attack with ``max_iter=1``).
+
+    :param delta: The budget δ ≥ 0.
+    :return: The mean loss over the attacked distribution (V(0) when δ = 0).
+    """
+    x, labels = _validated(classifier, x, y)
+    if delta == 0:
+        return clean_statistics(classifier, x, labels, p=p, norm=norm, loss=loss, batch_size=batch_size).v0
+    # keep_best=False: Q_δ is the W-FGSM iterate itself, not the better of it and the clean data.
+    attack = WassersteinDistributionalAttack(classifier, eps=float(delta), p=float(p), norm=norm, max_iter=1,
+                                             eps_step=float(delta), loss=loss, keep_best=False,
+                                             batch_size=batch_size, verbose=False)
+    attack.generate(x, labels)
+    return float(attack.last_result_.loss[-1])
+
+
+def upper_ratio(attacked_accuracy: float, clean_accuracy: float) -> float:
+    """R^u_δ = A_δ / A (NaN when A = 0: no correctly classified input to keep)."""
+    return attacked_accuracy / clean_accuracy if clean_accuracy > 0 else math.nan
+
+
+def lower_ratio(stats: CleanStatistics, delta: float, q_loss: float) -> LowerBound:
+    """R^l_δ = min(R̃, R̄) from the clean statistics and E_{Q_δ}[J] = ``q_loss`` (METHOD.md §6).
+
+    The denominator W(0) − V(0) is 0 when every input is misclassified (or J is constant); the ratios
+    are then NaN rather than a division error.
+    """
+    gap = stats.w0 - stats.v0
+    if not math.isfinite(gap) or gap == 0:
+        return LowerBound(math.nan, math.nan, math.nan)
+    r_bar = (gap - delta * stats.sensitivity) / gap
+    r_tilde = (stats.w0 - q_loss) / gap
+    low = min(r_bar, r_tilde)
+    return LowerBound(r_bar=r_bar, r_tilde=r_tilde, r_lower=min(max(low, 0.0), 1.0))
+
+
+def lower_bound(classifier, x: np.ndarray, y: np.ndarray, delta: float, p: float = 2.0,
+                norm: int | float | str = np.inf, loss: Loss = "redlr", batch_size: int = 128,
+                stats: CleanStatistics | None = None) -> LowerBound:
+    """R^l_δ for one budget: the clean statistics (unless given) plus one W-FGSM step.
+
+    :param stats: Precomputed :func:`clean_statistics` for the same data, p, norm and loss.
+    """
+    if stats is None:
+        stats = clean_statistics(classifier, x, y, p=p, norm=norm, loss=loss, batch_size=batch_size)
+    q_loss = wfgsm_mean_loss(classifier, x, y, delta, p=p, norm=norm, loss=loss, batch_size=batch_size)
+    return lower_ratio(stats, delta, q_loss)

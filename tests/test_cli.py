@@ -1,0 +1,166 @@
+"""The ``art-wdat`` command line: demo --quick, evaluate/finetune on npz + a local checkpoint, readable errors."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from art_wdat import cli
+from art_wdat.demo import DemoReport
+from art_wdat.models import SmallCNN, save_checkpoint_model
+
+
+def run(argv, capsys) -> tuple[int, str, str]:
+    # One torch thread: tiny models on a shared 2-core machine (the demo picks 1 itself).
+    if argv and argv[0] in ("evaluate", "finetune"):
+        argv = [*argv, "--threads", "1"]
+    code = cli.main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
+    assert code == 2
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+# -- argument parsing ----------------------------------------------------------------------------------
+
+
+def test_parse_budgets():
+    assert cli.parse_budgets("8/255, 0.1,0") == pytest.approx([8 / 255, 0.1, 0.0])
+    for bad in ("abc", "-1", "1/0", ",", "inf", "nan"):
+        with pytest.raises(ValueError):
+            cli.parse_budgets(bad)
+    assert math.isinf(cli.parse_number("inf"))
+
+
+def test_import_is_light_and_module_entry_point():
+    code = ("import sys, art_wdat.cli, art_wdat.plotting; "
+            "bad = [m for m in ('robustbench', 'matplotlib') if m in sys.modules]; assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    done = subprocess.run([sys.executable, "-m", "art_wdat", "--help"], capture_output=True, text=True, check=True)
+    for command in ("demo", "evaluate", "finetune"):
+        assert command in done.stdout
+    bad = subprocess.run([sys.executable, "-m", "art_wdat", "evaluate", "--model", "x", "--dataset", "digits",
+                          "--eps", "8/two"], capture_output=True, text=True)
+    assert_one_line_error(bad.returncode, bad.stderr, "--eps", "8/two")
+
+
+# -- the demo ------------------------------------------------------------------------------------------
+
+
+def test_demo_quick_writes_the_report_and_is_reproducible(tmp_path, capsys):
+    threads = torch.get_num_threads()
+    code, out, _ = run(["demo", "--quick", "--out", str(tmp_path / "a"), "--seed", "5", "-q"], capsys)
+    assert code == 0
+    assert torch.get_num_threads() == threads  # main() gives the caller its thread setting back
+    for name in ("report.json", "report.md", "curve.png"):
+        assert (tmp_path / "a" / name).stat().st_size > 0
+    assert "| budget δ | quantity | TRADES | W-TRADES fine-tune | change |" in out
+    report = DemoReport.from_json((tmp_path / "a" / "report.json").read_text())
+    for result in (report.before, report.after):
+        assert result.clean_accuracy > 0.5  # even the quick model learns something
+        for row in result.budgets:
+            assert all(0.0 <= o.accuracy <= 1.0 for o in row.attacks.values())
+            assert row.r_upper >= row.r_lower
+    assert "W-PGD-Budget" in (tmp_path / "a" / "report.md").read_text()
+
+    assert run(["demo", "--quick", "--out", str(tmp_path / "b"), "--seed", "5", "-q"], capsys)[0] == 0
+    again = DemoReport.from_json((tmp_path / "b" / "report.json").read_text())
+    assert again.table == report.table
+    assert [r["accuracy"] for r in again.after.rows()] == [r["accuracy"] for r in report.after.rows()]
+
+
+# -- evaluate and finetune on npz data with a local checkpoint -------------------------------------------
+
+
+@pytest.fixture()
+def npz_and_checkpoint(tmp_path):
+    rng = np.random.default_rng(0)
+    npz = tmp_path / "tiny.npz"
+    np.savez(npz, x_test=rng.integers(0, 256, size=(24, 1, 8, 8), dtype=np.uint8), y_test=rng.integers(0, 3, 24),
+             x_train=rng.random((32, 1, 8, 8), dtype=np.float32), y_train=rng.integers(0, 3, 32))
+    np.savez(tmp_path / "test_only.npz", x_test=rng.random((8, 1, 8, 8), dtype=np.float32), y_test=np.zeros(8, int))
+    torch.manual_seed(0)
+    model = SmallCNN(1, 3, 8, width=4)
+    ckpt = save_checkpoint_model(tmp_path / "tiny.pt", model, model.state_dict(),
+                                 {"input_shape": [1, 8, 8], "nb_classes": 3})
+    wrong = SmallCNN(3, 3, 8, width=4)
+    save_checkpoint_model(tmp_path / "rgb.pt", wrong, wrong.state_dict(), {"input_shape": [3, 8, 8], "nb_classes": 3})
+    return npz, ckpt
+
+
+def test_evaluate_npz_with_local_checkpoint(npz_and_checkpoint, tmp_path, capsys):
+    npz, ckpt = npz_and_checkpoint
+    code, out, err = run(["evaluate", "--model", str(ckpt), "--dataset", f"npz:{npz}", "--eps", "1/255,8/255",
+                          "--max-iter", "2", "--n-samples", "16", "--out", str(tmp_path / "ev"), "-q"], capsys)
+    assert code == 0, err
+    assert "W-PGD-Budget" in out and "8/255" in out
+    data = json.loads((tmp_path / "ev" / "report.json").read_text())
+    assert data["n_samples"] == 16 and len(data["budgets"]) == 2
+    assert (tmp_path / "ev" / "curve.png").is_file()
+
+
+def test_finetune_then_evaluate(npz_and_checkpoint, tmp_path, capsys):
+    npz, ckpt = npz_and_checkpoint
+    tuned = tmp_path / "tuned.pt"
+    code, out, err = run(["finetune", "--model", str(ckpt), "--dataset", f"npz:{npz}", "--out", str(tuned),
+                          "--eps", "8/255", "--epochs", "1", "--max-iter", "2", "--batch-size", "16", "-q"], capsys)
+    assert code == 0, err
+    assert tuned.is_file() and "Wrote" in out
+    code, out, err = run(["evaluate", "--model", str(tuned), "--dataset", f"npz:{npz}", "--eps", "4/255",
+                          "--attacks", "pgd,wpgd", "--max-iter", "2", "-q"], capsys)
+    assert code == 0, err
+    assert "W-PGD" in out and "AutoAttack" not in out.split("Wall time")[0]
+
+
+# -- errors --------------------------------------------------------------------------------------------
+
+
+def test_user_errors_are_one_line(npz_and_checkpoint, tmp_path, capsys):
+    npz, ckpt = npz_and_checkpoint
+    base = ["--eps", "0.1", "--max-iter", "1", "-q"]
+    cases = [
+        (["evaluate", "--model", "no-such-model", "--dataset", "digits"], ["unknown model", "no-such-model"]),
+        (["evaluate", "--model", str(ckpt), "--dataset", f"npz:{tmp_path / 'missing.npz'}"], ["missing.npz"]),
+        (["evaluate", "--model", str(ckpt), "--dataset", "mnist"], ["unknown dataset"]),
+        (["evaluate", "--model", str(tmp_path / "rgb.pt"), "--dataset", f"npz:{npz}"], ["shape", "(3, 8, 8)"]),
+        (["evaluate", "--model", str(ckpt), "--dataset", "digits"], ["label", "3 classes"]),
+        (["evaluate", "--model", str(ckpt), "--dataset", f"npz:{npz}", "--attacks", "fgsm"], ["unknown attack"]),
+        (["evaluate", "--model", str(ckpt), "--dataset", "cifar10", "--data-dir", str(tmp_path)], ["cifar10"]),
+        (["finetune", "--model", str(ckpt), "--dataset", f"npz:{tmp_path / 'test_only.npz'}", "--out",
+          str(tmp_path / "x.pt")], ["x_train"]),
+    ]
+    for argv, fragments in cases:
+        code, _, err = run(argv + base, capsys)
+        assert_one_line_error(code, err, *fragments)
+    for argv, fragment in ((["evaluate", "--model", str(ckpt), "--dataset", "digits", "--eps", "1/zero"], "--eps"),
+                           (["evaluate", "--dataset", "digits"], "--model"),
+                           (["evaluate", "--model", str(ckpt), "--dataset", "digits", "--norm", "3"], "--norm"),
+                           (["frobnicate"], "frobnicate")):
+        code, _, err = run(argv, capsys)
+        assert_one_line_error(code, err, fragment)
+
+
+def test_debug_reraises(capsys):
+    with pytest.raises(FileNotFoundError):
+        cli.main(["evaluate", "--model", "no-such-model", "--dataset", "digits", "--debug"])
+
+
+def test_unknown_robustbench_model(tmp_path, capsys):
+    npz = tmp_path / "cifar_like.npz"
+    np.savez(npz, x_test=np.zeros((2, 3, 32, 32), np.uint8), y_test=np.zeros(2, int))
+    code, _, err = run(["evaluate", "--model", "rb:NoSuchModel2024", "--dataset", f"npz:{npz}", "--model-dir",
+                        str(tmp_path / "models"), "-q"], capsys)
+    assert_one_line_error(code, err, "unknown RobustBench model", "NoSuchModel2024")

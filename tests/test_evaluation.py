@@ -1,0 +1,153 @@
+"""The side-by-side evaluation: rows agree with direct attack calls, bounds are ordered, JSON round-trips."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from art_wdat import evaluation
+from art_wdat.attack import WassersteinDistributionalAttack
+from art_wdat.demo import DemoConfig, load_demo_data, train_demo_model
+from art_wdat.evaluation import EvaluationResult, EvaluationSettings, evaluate
+
+BUDGETS = [0.05, 0.15]
+SETTINGS = EvaluationSettings(max_iter=5, batch_size=64, autoattack_max_iter=5)
+
+
+@pytest.fixture(scope="module")
+def demo_model():
+    """The demo's SmallCNN trained with pointwise TRADES, at reduced size (a few seconds)."""
+    config = DemoConfig(width=16, n_train=600, n_eval=150, train_epochs=4, train_iter=5)
+    x_train, y_train, x_test, y_test = load_demo_data(config)
+    clf, _ = train_demo_model(config, x_train, y_train)
+    return clf, x_test, y_test
+
+
+@pytest.fixture(scope="module")
+def result(demo_model) -> EvaluationResult:
+    clf, x, y = demo_model
+    return evaluate(clf, x, y, BUDGETS, p=2.0, seed=3, settings=SETTINGS, meta={"model": "demo"})
+
+
+def test_accuracies_in_range_and_costs_within_budget(result):
+    assert 0.5 < result.clean_accuracy <= 1.0
+    assert result.attacks == list(evaluation.ATTACKS)
+    for row in result.budgets:
+        assert set(row.attacks) == set(evaluation.ATTACKS)
+        for outcome in row.attacks.values():
+            assert 0.0 <= outcome.accuracy <= 1.0
+            # Every attack lies in the W_2 ball of radius δ; the slack is two float32 ulps at 1.0, since the
+            # attacks return float32 inputs in [0, 1] and the cost is measured on them.
+            assert outcome.cost <= row.budget * (1 + 1e-6) + 2.5e-7
+            assert outcome.seconds >= 0
+        assert row.clean_accuracy == result.clean_accuracy
+
+
+def test_upper_bound_is_above_lower_bound(result):
+    for row in result.budgets:
+        assert 0.0 <= row.r_lower <= 1.0
+        assert row.r_upper >= row.r_lower
+        assert row.r_upper == pytest.approx(min(o.accuracy for o in row.attacks.values()) / result.clean_accuracy)
+        assert row.r_upper == pytest.approx(row.accuracy(row.best_attack) / result.clean_accuracy)
+
+
+def _direct_attack(name: str, clf, budget: float):
+    """The attacks as a user would build them from ART and art_wdat, with the settings of SETTINGS."""
+    from art.attacks.evasion import AutoAttack, AutoProjectedGradientDescent, ProjectedGradientDescent
+
+    if name == "pgd":
+        return ProjectedGradientDescent(clf, norm=np.inf, eps=budget, eps_step=2.5 * budget / 5, max_iter=5,
+                                        num_random_init=1, batch_size=64, verbose=False)
+    if name == "autoattack":
+        runs = [AutoProjectedGradientDescent(clf, norm=np.inf, eps=budget, eps_step=2 * budget, max_iter=5,
+                                             nb_random_init=1, batch_size=64, loss_type=loss, verbose=False)
+                for loss in ("cross_entropy", "difference_logits_ratio")]
+        return AutoAttack(clf, norm=np.inf, eps=budget, eps_step=2 * budget, attacks=runs, batch_size=64)
+    method = "wpgd" if name == "wpgd" else "budget"
+    return WassersteinDistributionalAttack(clf, eps=budget, p=2.0, norm=np.inf, method=method, max_iter=5,
+                                           loss="redlr", batch_size=64, budget_rounds=5, verbose=False)
+
+
+@pytest.mark.parametrize("name", evaluation.ATTACKS)
+def test_rows_agree_with_direct_calls(demo_model, result, name):
+    clf, x, y = demo_model
+    budget = BUDGETS[-1]
+    attack = _direct_attack(name, clf, budget)
+    evaluation.seed_everything(3)
+    # ART's AutoAttack imports the optional `multiprocess` package; the evaluation provides a stand-in.
+    with evaluation.autoattack_compat():
+        x_adv = attack.generate(x, y)
+    direct = float((clf.predict(x_adv).argmax(axis=1) == y).mean())
+    assert result.budgets[-1].accuracy(name) == direct
+
+
+def test_bound_row_agrees_with_metrics(demo_model, result):
+    from art_wdat import metrics
+
+    clf, x, y = demo_model
+    stats = metrics.clean_statistics(clf, x, y, p=2.0, loss="redlr")
+    assert (result.v0, result.w0, result.sensitivity) == pytest.approx((stats.v0, stats.w0, stats.sensitivity))
+    row = result.budgets[0]
+    low = metrics.lower_bound(clf, x, y, row.budget, p=2.0, loss="redlr", stats=stats)
+    assert row.r_lower == pytest.approx(low.r_lower)
+
+
+def test_json_round_trip_and_markdown(result, tmp_path):
+    text = result.to_json()
+    again = EvaluationResult.from_json(text)
+    assert again.to_json() == text
+    assert math.isinf(again.norm) and again.budgets[0].attacks["pgd"].accuracy == result.budgets[0].accuracy("pgd")
+    md = result.to_markdown(title="demo")
+    for name in ("PGD", "AutoAttack", "W-PGD", "W-PGD-Budget", "R^u", "R^l", "Wall time"):
+        assert name in md
+    assert len(result.rows()) == len(BUDGETS) * len(evaluation.ATTACKS)
+    table = evaluation.compare_markdown(result, again, ("a", "b"))
+    assert "| 0.05 | W-PGD | " in table and "+0.0000" in table
+
+    from art_wdat.plotting import plot_accuracy
+
+    png = plot_accuracy({"before": result, "after": again}, tmp_path / "sub" / "curve.png", title="t")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_subset_zero_budget_and_reproducibility(demo_model):
+    clf, x, y = demo_model
+    x, y = x[:60], y[:60]
+    first = evaluate(clf, x, y, [0.0, 0.1], attacks="wpgd,pgd", seed=1, settings=SETTINGS)
+    assert first.attacks == ["pgd", "wpgd"]
+    zero = first.budgets[0]
+    assert all(o.accuracy == first.clean_accuracy for o in zero.attacks.values())
+    assert zero.r_upper == pytest.approx(1.0) and zero.r_lower == pytest.approx(1.0)
+    second = evaluate(clf, x, y, [0.0, 0.1], attacks=["pgd", "wpgd"], seed=1, settings=SETTINGS)
+    assert [r["accuracy"] for r in first.rows()] == [r["accuracy"] for r in second.rows()]
+
+
+def test_bad_arguments(demo_model):
+    clf, x, y = demo_model
+    with pytest.raises(ValueError, match="unknown attack"):
+        evaluate(clf, x, y, [0.1], attacks="fgsm")
+    with pytest.raises(ValueError, match=">= 0"):
+        evaluate(clf, x, y, [-0.1])
+    with pytest.raises(ValueError, match="norm"):
+        evaluate(clf, x, y, [0.1], norm=1)
+    with pytest.raises(ValueError, match="shape"):
+        evaluate(clf, x[:, :, :4], y, [0.1])
+    with pytest.raises(ValueError, match="autoattack_losses"):
+        evaluate(clf, x, y, [0.1], attacks="autoattack", settings=EvaluationSettings(autoattack_losses=("x",)))
+
+
+def test_binary_model_falls_back_to_ce():
+    from art_wdat.models import make_classifier
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    clf = make_classifier(model, (1, 2, 2), 2)
+    rng = np.random.default_rng(0)
+    x, y = rng.random((30, 1, 2, 2), dtype=np.float32), rng.integers(0, 2, 30)
+    res = evaluate(clf, x, y, [0.1], settings=SETTINGS)
+    assert res.settings["wpgd_loss"] == "ce" and res.settings["bound_loss"] == "ce"
+    assert any("3 classes" in n for n in res.notes)
+    assert all(0.0 <= o.accuracy <= 1.0 for o in res.budgets[0].attacks.values())

@@ -1,0 +1,95 @@
+"""Every script under examples/ runs, in-process, in its quick mode.
+
+The examples are listed with the arguments of their smoke run; any other example whose source offers
+``--quick`` is discovered and run with it. A listed example that does not exist (yet) is skipped.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import math
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+#: Known examples and their smoke-run arguments (side_by_side.py has no --quick).
+KNOWN = {
+    "side_by_side": ["--eps", "0.1", "--epochs", "1", "--max-iter", "3"],
+    "art_side_by_side": ["--quick"],
+    "art_adversarial_trainer": ["--quick"],
+    "robustbench_finetune": ["--quick"],
+    "wtrades_finetune": ["--quick"],
+}
+
+
+def _discovered() -> dict[str, list[str]]:
+    found = sorted(p.stem for p in EXAMPLES.glob("*.py") if p.stem not in KNOWN and "--quick" in p.read_text())
+    return {name: ["--quick"] for name in found}
+
+
+CASES = {**KNOWN, **_discovered()}
+
+
+def _load(path: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"examples_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    # Registered for the test only: dataclasses look their module up in sys.modules.
+    monkeypatch.setitem(sys.modules, spec.name, module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _check_art_side_by_side(rows: list) -> None:
+    eps = 0.1
+    by_name = {r.attack: r for r in rows}
+    assert len(rows) == 6 and all(0.0 <= r.accuracy <= 1.0 for r in rows)
+    for name, row in by_name.items():
+        if "p=2" in name:  # distributional: the W_2 cost is the budget
+            assert row.cost_2 <= eps * (1 + 1e-6)
+        else:  # pointwise: every input within eps
+            assert row.cost_inf <= eps * (1 + 1e-6)
+        if not name.startswith("ART PGD"):  # the others keep the best iterate: never above clean accuracy
+            assert row.accuracy <= rows[0].accuracy
+
+
+def _check_adversarial_trainer(results: dict) -> None:
+    assert set(results) == {"before", "after"}
+    for clean, robust in results.values():
+        assert 0.0 <= robust <= clean <= 1.0
+
+
+def _check_robustbench_finetune(results: dict) -> None:
+    assert len(results["history"]) == 1 and math.isfinite(results["history"][0]["loss"])
+    for name in ("before", "after W-TRADES"):
+        assert set(results[name]) == {"clean", "autoattack", "wpgd"}
+
+
+CHECKS: dict[str, Callable] = {
+    "art_side_by_side": _check_art_side_by_side,
+    "art_adversarial_trainer": _check_adversarial_trainer,
+    "robustbench_finetune": _check_robustbench_finetune,
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_example_runs(name: str, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = EXAMPLES / f"{name}.py"
+    if not path.is_file():
+        pytest.skip(f"examples/{name}.py does not exist (yet)")
+    main = _load(path, monkeypatch).main
+    argv = CASES[name]
+    if inspect.signature(main).parameters:
+        result = main(argv)
+    else:  # a main() that reads sys.argv itself
+        monkeypatch.setattr(sys, "argv", [str(path), *argv])
+        result = main()
+    assert capsys.readouterr().out.strip(), f"examples/{name}.py printed nothing"
+    if name in CHECKS:
+        CHECKS[name](result)
