@@ -8,7 +8,6 @@ Numpy comes in once and goes out once; in between everything runs in torch on th
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -20,7 +19,7 @@ from art.estimators.estimator import BaseEstimator, LossGradientsMixin
 
 from art_wdat import estimator as est
 from art_wdat.engine import METHODS, AttackConfig, AttackTrace, run_attack
-from art_wdat.inputs import check_labels, check_x, in_caller_dtype
+from art_wdat.inputs import check_int, check_labels, check_number, check_x, in_caller_dtype
 from art_wdat.losses import LossFn, resolve_loss
 from art_wdat.reduce import Reducer, default_reducer
 from art_wdat.threat import SUPPORTED_NORMS, WassersteinBall
@@ -155,19 +154,19 @@ class WassersteinDistributionalAttack(EvasionAttack):
 
     # -- configuration ----------------------------------------------------------------------------------
     def _check_params(self) -> None:
-        _check_number("eps", self.eps, low=0.0)
-        _check_number("p", self.p, low=1.0, allow_inf=True)
+        check_number("eps", self.eps, low=0.0)
+        check_number("p", self.p, low=1.0, allow_inf=True)
         parse_norm(self.norm)
         if self.method not in METHODS:
             raise ValueError(f"`method` must be one of {METHODS}, got {self.method!r}.")
-        _check_int("max_iter", self.max_iter, low=1)
-        _check_int("batch_size", self.batch_size, low=1)
-        _check_int("num_random_init", self.num_random_init, low=0)
-        _check_int("budget_rounds", self.budget_rounds, low=1)
+        check_int("max_iter", self.max_iter, low=1)
+        check_int("batch_size", self.batch_size, low=1)
+        check_int("num_random_init", self.num_random_init, low=0)
+        check_int("budget_rounds", self.budget_rounds, low=1)
         if self.eps_step is not None:
-            _check_number("eps_step", self.eps_step, low=0.0)
+            check_number("eps_step", self.eps_step, low=0.0)
         if self.max_device_bytes is not None:
-            _check_int("max_device_bytes", self.max_device_bytes, low=0)
+            check_int("max_device_bytes", self.max_device_bytes, low=0)
         resolve_loss(self.loss)
         if isinstance(self.loss, str) and self.loss.lower() in ("dlr", "redlr") and self.estimator.nb_classes < 3:
             raise ValueError(f"`loss`={self.loss!r} needs at least 3 classes; use 'ce'.")
@@ -274,19 +273,3 @@ def _clipped(start: Callable | None, clip: tuple | None) -> Callable | None:
     if start is None or clip is None:
         return start
     return lambda x: start(x).clamp_(clip[0], clip[1])
-
-
-def _check_number(name: str, value: object, low: float, allow_inf: bool = False) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"`{name}` must be a number, got {value!r}.")
-    if math.isnan(value) or (math.isinf(value) and not allow_inf):
-        raise ValueError(f"`{name}` must be finite, got {value!r}.")
-    if value < low:
-        raise ValueError(f"`{name}` must be >= {low:g}, got {value!r}.")
-
-
-def _check_int(name: str, value: object, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"`{name}` must be an integer, got {value!r}.")
-    if value < low:
-        raise ValueError(f"`{name}` must be >= {low}, got {value!r}.")

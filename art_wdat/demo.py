@@ -75,7 +75,7 @@ class DemoConfig:
     finetune_p: float = 2.0
     finetune_eps: float = 0.1
     finetune_epochs: int = 5
-    finetune_lr: float = 1e-3
+    finetune_lr: float = 3e-4
     finetune_mode: str | None = None
     finetune_method: str = "budget"
     budgets: tuple = (0.05, 0.1, 0.15)

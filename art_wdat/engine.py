@@ -200,13 +200,15 @@ def run_attack(forward: Forward, x: torch.Tensor, target: torch.Tensor, cfg: Att
                 history.append(score)
                 if best is not None:
                     best.offer(x_adv, score, restart, it)
-            if ups0 is None:
+            if track and ups0 is None:
                 ups0 = cfg.ball.sensitivity(cfg.ball.dual_norms(grad), reducer)
             if not last:
                 stepper(x_adv, grad, it)
                 bar.update(1)
-        nan_at = reducer.max(one_pass.nan_at)  # every rank must raise together, or the others hang in a collective
-        if int(nan_at) >= 0:  # one sync per restart, not per iteration
+        # One sync per restart, not per iteration; skipped untracked (the trainer's inner loop, where a NaN
+        # shows in the loss). Reduced first: every rank must raise together, or the others hang in a collective.
+        nan_at = reducer.max(one_pass.nan_at) if track else None
+        if nan_at is not None and int(nan_at) >= 0:
             raise ValueError(f"The model returned NaN logits during the attack (restart {restart}, iteration "
                              f"{int(nan_at)}); check the model and the inputs.")
         if best is None:

@@ -9,15 +9,12 @@ Each attack run starts from the same seed, so a row of the report can be reprodu
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
 import random
-import sys
 import time
-import types
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -378,42 +375,13 @@ def _build_autoattack(classifier, budget: float, norm: float, s: EvaluationSetti
                       batch_size=s.batch_size)
 
 
-@contextlib.contextmanager
-def autoattack_compat() -> Iterator[None]:
-    """Let ART's AutoAttack run without the ``multiprocess`` package, which ART does not depend on.
-
-    ``AutoAttack.generate`` imports ``multiprocess`` unconditionally but uses it only with
-    ``parallel_pool_size > 0`` (never here). A placeholder is registered for the call only.
-    """
-    try:
-        import multiprocess  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        yield
-        return
-    stub = types.ModuleType("multiprocess")
-
-    def _unavailable(*_args, **_kwargs):
-        raise ImportError("AutoAttack(parallel_pool_size > 0) needs the 'multiprocess' package")
-
-    stub.get_context = _unavailable
-    sys.modules["multiprocess"] = stub
-    try:
-        yield
-    finally:
-        if sys.modules.get("multiprocess") is stub:
-            del sys.modules["multiprocess"]
-
-
 def run_attack(name: str, classifier, x: np.ndarray, y: np.ndarray, budget: float, p: float, norm: float,
                settings: EvaluationSettings, seed: int | None) -> tuple[np.ndarray, float]:
     """Seed, build and run one attack; return (x_adv, wall seconds)."""
     attack = build_attack(name, classifier, budget, p, norm, settings)
     seed_everything(seed)
     start = time.perf_counter()
-    with autoattack_compat() if name == "autoattack" else contextlib.nullcontext():
-        x_adv = attack.generate(x, y)
+    x_adv = attack.generate(x, y)
     return x_adv, time.perf_counter() - start
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 # Slack for clip-range checks: inputs that went through float32 or uint8/255 round trips sit a hair outside.
@@ -77,3 +79,21 @@ def in_caller_dtype(x: np.ndarray, x32: np.ndarray, x_adv32: np.ndarray, clip_va
         longer = np.abs(out.astype(np.float64) - x) > np.abs(exact - x)
         out[longer] = np.nextafter(out[longer], x[longer].astype(out.dtype))
     return out
+
+
+def check_number(name: str, value: object, low: float, allow_inf: bool = False) -> None:
+    """Raise TypeError unless ``value`` is a real number, ValueError if NaN, infinite (unless allowed) or < ``low``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"`{name}` must be a number, got {value!r}.")
+    if math.isnan(value) or (math.isinf(value) and not allow_inf):
+        raise ValueError(f"`{name}` must be finite, got {value!r}.")
+    if value < low:
+        raise ValueError(f"`{name}` must be >= {low:g}, got {value!r}.")
+
+
+def check_int(name: str, value: object, low: int) -> None:
+    """Raise TypeError unless ``value`` is an integer (not a bool), ValueError if it is < ``low``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"`{name}` must be an integer, got {value!r}.")
+    if value < low:
+        raise ValueError(f"`{name}` must be >= {low}, got {value!r}.")

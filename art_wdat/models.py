@@ -17,7 +17,6 @@ import io
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ import torch
 from art.estimators.classification import PyTorchClassifier
 from torch import nn
 
+from art_wdat.checkpoint import save_checkpoint
 from art_wdat.robustbench_compat import import_robustbench
 
 logger = logging.getLogger(__name__)
@@ -415,7 +415,7 @@ def _robustbench_load_model(
     return model
 
 
-def _build_zoo_architecture(name: str, dataset: str, threat_model: str) -> nn.Module:
+def build_zoo_architecture(name: str, dataset: str, threat_model: str) -> nn.Module:
     """A RobustBench zoo architecture with its initial (random) weights, without downloading a checkpoint."""
     dataset, threat_model = _normalise_rb_names(dataset, threat_model)
     entries = _zoo_entries(dataset, threat_model)
@@ -548,39 +548,7 @@ def save_checkpoint_model(
         "preprocessing": _plain(prep, "meta['preprocessing']"),
         "extra": _plain(meta.get("extra", {}), "meta['extra']"),
     }
-    return _atomic_torch_save(payload, Path(path))
-
-
-def _atomic_torch_save(obj: Any, path: Path) -> Path:
-    """``torch.save`` to a temp file in the destination folder, fsync, then ``os.replace``.
-
-    A crash mid-write leaves either the old file or none, never a truncated checkpoint.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-    logger.info("saved checkpoint %s", path)
-    return path
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Persist the rename itself (POSIX); not possible, and not needed, on every platform."""
-    with contextlib.suppress(OSError, AttributeError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    return save_checkpoint(payload, path)
 
 
 def _build_architecture(arch: Mapping[str, Any], path: Path) -> nn.Module:
@@ -588,7 +556,7 @@ def _build_architecture(arch: Mapping[str, Any], path: Path) -> nn.Module:
     if name == "SmallCNN":
         return SmallCNN(**kwargs)
     if isinstance(name, str) and name.startswith(RB_PREFIX):
-        return _build_zoo_architecture(
+        return build_zoo_architecture(
             name[len(RB_PREFIX):], kwargs.get("dataset", "cifar10"), kwargs.get("threat_model", "Linf")
         )
     raise ValueError(f"checkpoint {path} has unknown architecture {name!r}; known: SmallCNN, rb:<robustbench name>")

@@ -36,11 +36,11 @@ from art.defences.trainer.trainer import Trainer
 from tqdm.auto import tqdm
 
 from art_wdat import estimator as est
-from art_wdat.attack import EPS_STEP_RATIO, WassersteinDistributionalAttack, _check_int, _check_number, parse_norm
+from art_wdat.attack import EPS_STEP_RATIO, WassersteinDistributionalAttack, parse_norm
 from art_wdat.checkpoint import LAST, load_checkpoint, restore_training_state, save_checkpoint, training_state
 from art_wdat.engine import METHODS, AttackConfig, run_attack
 from art_wdat.finetune import FINETUNE_MODES, apply_finetune, find_last_linear, freeze_except_last
-from art_wdat.inputs import check_labels, check_x
+from art_wdat.inputs import check_int, check_labels, check_number, check_x
 from art_wdat.losses import kl_divergence
 from art_wdat.threat import WassersteinBall
 
@@ -151,28 +151,28 @@ class WassersteinTRADESTrainer(Trainer):
         est.require_pytorch_classifier(self._classifier, type(self).__name__)
         if self._classifier.optimizer is None:
             raise ValueError("`classifier` has no optimizer; pass one to PyTorchClassifier(optimizer=...).")
-        _check_number("eps", self.eps, low=0.0)
-        _check_number("p", self.p, low=1.0, allow_inf=True)
+        check_number("eps", self.eps, low=0.0)
+        check_number("p", self.p, low=1.0, allow_inf=True)
         parse_norm(self.norm)
-        _check_number("beta", self.beta, low=0.0)
-        _check_int("max_iter", self.max_iter, low=1)
+        check_number("beta", self.beta, low=0.0)
+        check_int("max_iter", self.max_iter, low=1)
         if self.eps_step is not None:
-            _check_number("eps_step", self.eps_step, low=0.0)
+            check_number("eps_step", self.eps_step, low=0.0)
         if self.method not in METHODS:
             raise ValueError(f"`method` must be one of {METHODS}, got {self.method!r}.")
-        _check_int("budget_rounds", self.budget_rounds, low=1)
+        check_int("budget_rounds", self.budget_rounds, low=1)
         if self.finetune is not None and self.finetune not in FINETUNE_MODES:
             raise ValueError(f"`finetune` must be None or one of {FINETUNE_MODES}, got {self.finetune!r}.")
-        _check_number("weight_noise", self.weight_noise, low=0.0)
+        check_number("weight_noise", self.weight_noise, low=0.0)
         if self.last_layer is not None:
             find_last_linear(self._classifier.model, self.last_layer)
         if self.freeze_except_last is not None:
-            _check_int("freeze_except_last", self.freeze_except_last, low=1)
+            check_int("freeze_except_last", self.freeze_except_last, low=1)
         if not isinstance(self.amp, bool):
             raise TypeError(f"`amp` must be a bool, got {self.amp!r}.")
-        _check_number("kl_start_std", self.kl_start_std, low=0.0)
-        _check_int("eval_max_iter", self.eval_max_iter, low=1)
-        _check_number("sensitivity_weight", self.sensitivity_weight, low=0.0)
+        check_number("kl_start_std", self.kl_start_std, low=0.0)
+        check_int("eval_max_iter", self.eval_max_iter, low=1)
+        check_number("sensitivity_weight", self.sensitivity_weight, low=0.0)
         if self.inner_loss not in INNER_LOSSES:
             raise ValueError(f"`inner_loss` must be one of {INNER_LOSSES}, got {self.inner_loss!r}.")
 
@@ -360,10 +360,10 @@ class WassersteinTRADESTrainer(Trainer):
     def _options(self, nb_epochs, batch_size, scheduler, checkpoint_dir, resume, seed, verbose, callback,
                  validation_data, kwargs) -> _FitOptions:
         self._check_params()
-        _check_int("nb_epochs", nb_epochs, low=1)
-        _check_int("batch_size", batch_size, low=1)
+        check_int("nb_epochs", nb_epochs, low=1)
+        check_int("batch_size", batch_size, low=1)
         if seed is not None:
-            _check_int("seed", seed, low=0)
+            check_int("seed", seed, low=0)
         if resume and checkpoint_dir is None:
             raise ValueError("`resume`=True needs a `checkpoint_dir`.")
         if kwargs:

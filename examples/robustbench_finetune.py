@@ -42,9 +42,8 @@ from art.attacks.evasion import AutoAttack, AutoProjectedGradientDescent
 
 from art_wdat import WassersteinDistributionalAttack
 from art_wdat.data import load_dataset
-from art_wdat.evaluation import autoattack_compat
 from art_wdat.models import (
-    _build_zoo_architecture,
+    build_zoo_architecture,
     load_robustbench,
     make_classifier,
     robustbench_checkpoint_path,
@@ -90,7 +89,7 @@ def quick_model_dir(name: str) -> Iterator[str]:
         torch.manual_seed(0)
         path = robustbench_checkpoint_path(name, "cifar10", "Linf", model_dir=tmp)
         path.parent.mkdir(parents=True)
-        torch.save(_build_zoo_architecture(name, "cifar10", "Linf").state_dict(), path)
+        torch.save(build_zoo_architecture(name, "cifar10", "Linf").state_dict(), path)
         yield tmp
 
 
@@ -125,8 +124,7 @@ def evaluate(clf, x: np.ndarray, y: np.ndarray, eps: float, args: argparse.Names
                                            batch_size=args.batch_size, verbose=False)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
-    with autoattack_compat():  # ART's AutoAttack imports the optional `multiprocess` even when serial
-        x_aa = autoattack.generate(x, y)
+    x_aa = autoattack.generate(x, y)
     return {"clean": accuracy(clf, x, y), "autoattack": accuracy(clf, x_aa, y),
             "wpgd": accuracy(clf, wpgd.generate(x, y), y)}
 

@@ -9,26 +9,12 @@ from art.estimators.classification import PyTorchClassifier
 from torch import nn
 
 from art_wdat.finetune import apply_finetune, find_last_linear, freeze_except_last, parameter_blocks, perturb_weights
+from art_wdat.models import SmallCNN
 from art_wdat.trainer import WassersteinTRADESTrainer
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models: intra-op threads only add contention on a shared 2-core machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def small_net(width: int = 8, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
-    try:
-        from art_wdat.models import SmallCNN
-    except ImportError:
-        return nn.Sequential(nn.Conv2d(1, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                             nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                             nn.Flatten(), nn.Linear(8 * width, 10))
     return SmallCNN(1, 10, 8, width=width)
 
 

@@ -18,7 +18,7 @@ import torch
 
 from art_wdat.models import (
     ModelUnavailableError,
-    _build_zoo_architecture,
+    build_zoo_architecture,
     load_local_checkpoint,
     load_robustbench,
     robustbench_checkpoint_path,
@@ -54,7 +54,7 @@ def _logits(model: torch.nn.Module, x: np.ndarray) -> np.ndarray:
 def small_zoo_model() -> torch.nn.Module:
     """The small zoo architecture with (seeded) random weights."""
     torch.manual_seed(0)
-    return _build_zoo_architecture(SMALL_ZOO_NAME, "cifar10", "Linf").eval()
+    return build_zoo_architecture(SMALL_ZOO_NAME, "cifar10", "Linf").eval()
 
 
 @pytest.fixture(scope="module")

@@ -18,44 +18,21 @@ from art.estimators.classification import PyTorchClassifier
 
 from art_wdat.attack import WassersteinDistributionalAttack
 from art_wdat.checkpoint import LAST
+from art_wdat.data import load_digits_split
+from art_wdat.models import SmallCNN
 from art_wdat.trainer import WassersteinTRADESTrainer
 
 EPS = 0.1  # ℓ∞ budget on digits (pixels in [0, 1], 17 grey levels)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def digits():
-    try:
-        from art_wdat.data import load_digits_split
-    except ImportError:  # the data module is written in parallel; fall back to scikit-learn directly
-        from sklearn.datasets import load_digits
-        from sklearn.model_selection import train_test_split
-
-        d = load_digits()
-        x = (d.images.astype(np.float32) / 16.0)[:, None]
-        x_tr, x_te, y_tr, y_te = train_test_split(x, d.target.astype(np.int64), test_size=0.25, random_state=0,
-                                                  stratify=d.target)
-        return x_tr, y_tr, x_te, y_te
+    """The package's own split (stratified, 1,347 / 450), not conftest's."""
     return load_digits_split(test_size=0.25, seed=0)
 
 
 def make_model(width: int = 16, seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
-    try:
-        from art_wdat.models import SmallCNN
-    except ImportError:
-        return torch.nn.Sequential(
-            torch.nn.Conv2d(1, width, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-            torch.nn.Conv2d(width, 2 * width, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-            torch.nn.Flatten(), torch.nn.Linear(8 * width, 10))
     return SmallCNN(1, 10, 8, width=width)
 
 
