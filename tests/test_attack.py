@@ -264,15 +264,16 @@ def test_streaming_from_host_memory_gives_the_same_result(digits_clf, digits, me
     np.testing.assert_allclose(streamed, in_memory, atol=1e-6)
 
 
-@settings(max_examples=8, deadline=None)
-@given(seed=st.integers(0, 10_000), p=st.sampled_from([1.5, 2.0, math.inf]), method=st.sampled_from(["wpgd", "budget"]))
-def test_permuting_inputs_permutes_the_result(digits_clf, digits, seed, p, method):
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 10_000), p=st.sampled_from([1.5, 2.0, math.inf]), method=st.sampled_from(["wpgd", "budget"]),
+       batches=st.tuples(st.integers(1, 100), st.integers(1, 100)))
+def test_order_and_batch_size_do_not_change_the_result(digits_clf, digits, seed, p, method, batches):
     _, _, x, y = digits
     x, y = x[:90], y[:90]
     perm = np.random.default_rng(seed).permutation(len(x))
-    attack = WassersteinDistributionalAttack(digits_clf, eps=0.1, p=p, method=method, max_iter=4, batch_size=32,
-                                             verbose=False)
-    np.testing.assert_allclose(attack.generate(x[perm], y[perm]), attack.generate(x, y)[perm], atol=1e-5)
+    runs = [WassersteinDistributionalAttack(digits_clf, eps=0.1, p=p, method=method, max_iter=4, batch_size=b,
+                                            verbose=False) for b in batches]
+    np.testing.assert_allclose(runs[0].generate(x[perm], y[perm]), runs[1].generate(x, y)[perm], atol=1e-5)
 
 
 def test_runs_are_deterministic_with_a_seed(digits_clf, digits):

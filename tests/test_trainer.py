@@ -257,6 +257,48 @@ def test_resume_after_an_interruption(digits, tmp_path):
         assert torch.equal(a, b)
 
 
+def test_resume_after_a_kill_in_the_middle_of_an_epoch(digits, tmp_path):
+    x_tr, y_tr, _, _ = digits
+    x, y = x_tr[:192], y_tr[:192]
+    straight, _ = _resumable()
+    calls = {"n": 0, "kill_at": None}
+
+    def count_or_die(module, inputs):
+        calls["n"] += 1
+        if calls["n"] == calls["kill_at"]:
+            raise KeyboardInterrupt
+
+    counter = straight.get_classifier().model.register_forward_pre_hook(count_or_die)
+    straight.fit(x, y, batch_size=64, nb_epochs=2, seed=9, verbose=False)
+    counter.remove()
+    # Two equal epochs: three quarters of the forward calls is past epoch 0's checkpoint, inside epoch 1.
+    calls.update(kill_at=3 * calls["n"] // 4, n=0)
+
+    trainer, _ = _resumable()
+    handle = trainer.get_classifier().model.register_forward_pre_hook(count_or_die)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit(x, y, batch_size=64, nb_epochs=2, checkpoint_dir=tmp_path, seed=9, verbose=False)
+    handle.remove()
+    assert torch.load(tmp_path / LAST, weights_only=True)["epoch"] == 1  # finished epochs: the killed one is lost
+    trainer.fit(x, y, batch_size=64, nb_epochs=2, checkpoint_dir=tmp_path, resume=True, seed=9, verbose=False)
+    for a, b in zip(_params(straight), _params(trainer)):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("make_x, make_y, name", [
+    (lambda x: np.where(np.arange(x.size).reshape(x.shape) == 5, np.nan, x), lambda y: y, "`x`.*NaN"),
+    (lambda x: x * 3.0, lambda y: y, "`x`.*clip_values"),
+    (lambda x: x[:, :, :4], lambda y: y, "`x`.*shape"),
+    (lambda x: x, lambda y: y[:-2], "`y`"),
+    (lambda x: x, lambda y: y + 10, "`y`"),
+])
+def test_bad_training_arrays_are_named(digits, make_x, make_y, name):
+    x_tr, y_tr, _, _ = digits
+    trainer = WassersteinTRADESTrainer(make_classifier(make_model(width=4)), eps=EPS)
+    with pytest.raises(ValueError, match=name):
+        trainer.fit(make_x(x_tr[:16]), make_y(y_tr[:16]), nb_epochs=1, verbose=False)
+
+
 def test_checkpoint_holds_plain_values_only(digits, tmp_path):
     x_tr, y_tr, _, _ = digits
     trainer, sched = _resumable()
