@@ -42,11 +42,13 @@ from art_wdat.engine import METHODS, AttackConfig, run_attack
 from art_wdat.finetune import FINETUNE_MODES, apply_finetune, find_last_linear, freeze_except_last
 from art_wdat.inputs import check_int, check_labels, check_number, check_x
 from art_wdat.losses import kl_divergence
+from art_wdat.reduce import default_reducer
 from art_wdat.threat import WassersteinBall
 
 logger = logging.getLogger(__name__)
 
-Batch = tuple[torch.Tensor, torch.Tensor]
+#: (x, y, shard): shard = (offset, global size) of this rank's slice of a global batch, None when not sharded.
+Batch = tuple[torch.Tensor, torch.Tensor, "tuple[int, int] | None"]
 EpochCallback = Callable[[int, dict], None]
 INNER_LOSSES = ("kl", "rekl")
 
@@ -105,6 +107,7 @@ class WassersteinTRADESTrainer(Trainer):
         eval_max_iter: int = 10,
         inner_loss: str = "rekl",
         sensitivity_weight: float = 0.0,
+        process_group: object | None = None,
     ) -> None:
         """
         :param classifier: An ART ``PyTorchClassifier`` with an optimizer; trained in place.
@@ -133,6 +136,12 @@ class WassersteinTRADESTrainer(Trainer):
                            is the KL. "kl": the KL everywhere (TRADES' inner loss for every p).
         :param sensitivity_weight: γ ≥ 0: add β·γ·eps·Υ to the loss, Υ the sensitivity (METHOD.md §2) of the KL at x',
                                    the first-order gain left to a further W_p step (costs a double backprop).
+        :param process_group: Under ``torch.distributed`` (default: the world group when initialised; ``False``:
+                              none), ``fit`` trains on global batches of ``batch_size × world`` inputs, each rank
+                              on its slice: the inner maximisation's distribution is the global batch, and
+                              gradients are averaged across ranks as DistributedDataParallel would (pass the plain
+                              module, not a DDP wrapper: the inner attack's input-only gradients would trip DDP's
+                              hooks). Every rank gets the same ``x``; rank 0 writes the checkpoints.
         """
         super().__init__(classifier)
         self.eps, self.p, self.norm, self.beta = eps, p, norm, beta
@@ -140,6 +149,7 @@ class WassersteinTRADESTrainer(Trainer):
         self.finetune, self.weight_noise, self.last_layer = finetune, weight_noise, last_layer
         self.freeze_except_last, self.amp, self.kl_start_std = freeze_except_last, amp, kl_start_std
         self.eval_max_iter, self.inner_loss, self.sensitivity_weight = eval_max_iter, inner_loss, sensitivity_weight
+        self.process_group = process_group
         #: One dict per finished epoch: loss, train_clean_acc, train_robust_acc, [val_clean_acc, val_wpgd_acc], ...
         self.history: list[dict] = []
         self._generator = torch.Generator()
@@ -203,9 +213,15 @@ class WassersteinTRADESTrainer(Trainer):
         return logits.float()
 
     # -- the loss of one batch ------------------------------------------------------------------------------
-    def _kl_start(self, x: torch.Tensor) -> torch.Tensor:
+    def _kl_start(self, x: torch.Tensor, shard: tuple[int, int] | None = None) -> torch.Tensor:
         # Not clipped, as in TRADES' code: the first step's clip-and-project makes the iterate feasible.
-        return x + self.kl_start_std * torch.randn_like(x)
+        if shard is None:
+            return x + self.kl_start_std * torch.randn_like(x)
+        # Every rank draws the noise of the whole global batch (identical RNG states) and keeps its slice, so the
+        # ranks together start where one process with the global batch would.
+        offset, total = shard
+        noise = torch.randn((total, *x.shape[1:]), dtype=x.dtype, device=x.device)
+        return x + self.kl_start_std * noise[offset:offset + x.shape[0]]
 
     def _inner_loss(self, y: torch.Tensor | None):
         """The per-sample loss the inner maximisation ascends: KL, or ReKL when the budget is shared."""
@@ -221,19 +237,22 @@ class WassersteinTRADESTrainer(Trainer):
 
         return rekl
 
-    def inner_maximize(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def inner_maximize(self, x: torch.Tensor, y: torch.Tensor | None = None,
+                       shard: tuple[int, int] | None = None) -> torch.Tensor:
         """The inner maximiser x' of the KL over the W_p ball around the batch ``x`` (model in eval mode).
 
         :param x: A mini-batch on the estimator's device; it is one distribution with one budget.
         :param y: Its labels (needed by ``inner_loss="rekl"`` only).
+        :param shard: (offset, global size) when ``x`` is this rank's slice of a global batch.
         :return: x' with C(x', x) ≤ eps inside the clip box, detached.
         """
         cfg = replace(self.attack_config(x.shape[0]), loss_fn=self._inner_loss(y))
         with est.eval_mode(self._classifier):
             with torch.no_grad():
                 clean_probs = F.softmax(self._forward(x), dim=1)
-            x_adv, _ = run_attack(self._forward, x, clean_probs, cfg, start=self._kl_start,
-                                  clip=est.clip_box(self._classifier, x.device), track=False)
+            x_adv, _ = run_attack(self._forward, x, clean_probs, cfg, start=lambda z: self._kl_start(z, shard),
+                                  clip=est.clip_box(self._classifier, x.device), track=False,
+                                  reducer=default_reducer(self.process_group))
         return x_adv.detach()
 
     def _set_train_mode(self) -> None:
@@ -242,13 +261,13 @@ class WassersteinTRADESTrainer(Trainer):
         for _, block in self._frozen:
             block.eval()
 
-    def loss_terms(self, x: torch.Tensor, y: torch.Tensor) -> LossTerms:
+    def loss_terms(self, x: torch.Tensor, y: torch.Tensor, shard: tuple[int, int] | None = None) -> LossTerms:
         """The W-TRADES loss of one batch in train mode, differentiable in the parameters.
 
         :param x: Inputs on the estimator's device.
         :param y: Class indices (int64) on the same device.
         """
-        x_adv = self.inner_maximize(x, y)
+        x_adv = self.inner_maximize(x, y, shard)
         self._set_train_mode()
         penalise = self.sensitivity_weight > 0 and self.eps > 0
         x_in = x_adv.requires_grad_(True) if penalise else x_adv
@@ -275,18 +294,30 @@ class WassersteinTRADESTrainer(Trainer):
         terms = self.loss_terms(x, y)
         return terms.loss, terms.x_adv
 
-    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """One optimizer step on a batch; returns [loss·n, clean correct, robust correct, n] on the device."""
-        terms = self.loss_terms(x, y)
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, shard: tuple[int, int] | None = None) -> torch.Tensor:
+        """One optimizer step on a batch; returns [loss·n, clean correct, robust correct, n] on the device.
+
+        :param shard: (offset, global size) when ``x`` is this rank's slice of a global batch.
+        """
+        terms = self.loss_terms(x, y, shard)
         optimizer = self._classifier.optimizer
         optimizer.zero_grad(set_to_none=True)
         terms.loss.backward()
+        if shard is not None:
+            self._average_gradients(x.shape[0] / shard[1])
         optimizer.step()
         with torch.no_grad():
             n = torch.tensor(float(x.shape[0]), dtype=torch.float64, device=x.device)
             clean = (terms.logits.argmax(dim=1) == y).sum().double()
             robust = (terms.logits_adv.argmax(dim=1) == y).sum().double()
             return torch.stack([terms.loss.detach().double() * n, clean, robust, n])
+
+    def _average_gradients(self, share: float) -> None:
+        """The gradient of the global batch's mean loss: Σ_ranks (n_rank / n_global) · ∇(rank's mean loss)."""
+        reducer = default_reducer(self.process_group)
+        for param in self._classifier.model.parameters():
+            if param.grad is not None:
+                param.grad.copy_(reducer.sum(param.grad * share))
 
     # -- public loops ---------------------------------------------------------------------------------------
     def fit(self, x: np.ndarray, y: np.ndarray, validation_data: tuple[np.ndarray, np.ndarray] | None = None,
@@ -318,14 +349,29 @@ class WassersteinTRADESTrainer(Trainer):
             raise ValueError("`y` is required.")
         n = x.shape[0]
 
-        def epoch_batches() -> Iterator[Batch]:
-            # The permutation comes from a checkpointed generator, so a resumed run shuffles as a straight one.
-            perm = torch.randperm(n, generator=self._generator).numpy()
-            for start in range(0, n, batch_size):
-                idx = perm[start:start + batch_size]
-                yield self._to_device(x[idx], labels[idx])
+        world, rank = self._world()
+        step = batch_size * world  # the global batch: one distribution, one budget
 
-        return self._train(epoch_batches, math.ceil(n / batch_size), opts)
+        def epoch_batches() -> Iterator[Batch]:
+            # The permutation comes from a checkpointed generator, so a resumed run shuffles as a straight one; every
+            # rank draws the same one and takes its slice of each global batch.
+            perm = torch.randperm(n, generator=self._generator).numpy()
+            for start in range(0, n, step):
+                glob = perm[start:start + step]
+                idx = np.array_split(glob, world)[rank]
+                offset = sum(len(part) for part in np.array_split(glob, world)[:rank])
+                yield (*self._to_device(x[idx], labels[idx]), (offset, len(glob)) if world > 1 else None)
+
+        return self._train(epoch_batches, math.ceil(n / step), opts)
+
+    def _world(self) -> tuple[int, int]:
+        """(world size, rank) of the process group training together; (1, 0) without one."""
+        reducer = default_reducer(self.process_group)
+        if reducer.world_size == 1:
+            return 1, 0
+        import torch.distributed as dist
+
+        return reducer.world_size, dist.get_rank(reducer.group)
 
     def fit_generator(self, generator, nb_epochs: int = 20, validation_data: tuple | None = None,
                       scheduler: Any | None = None, checkpoint_dir: str | Path | None = None,
@@ -352,7 +398,8 @@ class WassersteinTRADESTrainer(Trainer):
             for _ in range(nb_batches):
                 xb, yb = generator.get_batch()[:2]
                 xb = check_x(np.asarray(xb), self._classifier.input_shape, self._classifier.clip_values)
-                yield self._to_device(xb, check_labels(np.asarray(yb), xb.shape[0], self._classifier.nb_classes))
+                yb = check_labels(np.asarray(yb), xb.shape[0], self._classifier.nb_classes)
+                yield (*self._to_device(xb, yb), None)
 
         return self._train(epoch_batches, nb_batches, opts)
 
@@ -425,8 +472,10 @@ class WassersteinTRADESTrainer(Trainer):
     def _train_epoch(self, batches: Iterable[Batch], nb_batches: int, epoch: int, verbose: bool) -> dict:
         start = time.perf_counter()
         totals = torch.zeros(4, dtype=torch.float64, device=self._device)
-        for x_b, y_b in tqdm(batches, total=nb_batches, desc=f"epoch {epoch + 1}", leave=False, disable=not verbose):
-            totals += self.train_step(x_b, y_b)
+        for x_b, y_b, shard in tqdm(batches, total=nb_batches, desc=f"epoch {epoch + 1}", leave=False,
+                                    disable=not verbose):
+            totals += self.train_step(x_b, y_b, shard)
+        totals = default_reducer(self.process_group).sum(totals)
         loss, clean, robust, n = totals.tolist()  # the one host sync of the epoch
         n = max(n, 1.0)
         return {"epoch": epoch + 1, "loss": loss / n, "train_clean_acc": clean / n, "train_robust_acc": robust / n,
@@ -440,7 +489,7 @@ class WassersteinTRADESTrainer(Trainer):
         self.history.append(record)
         logger.info("W-TRADES epoch %d/%d: %s", epoch + 1, opts.nb_epochs,
                     ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k != "epoch"))
-        if opts.checkpoint_dir is not None:
+        if opts.checkpoint_dir is not None and self._world()[1] == 0:
             state = training_state(self._classifier.model, self._classifier.optimizer, opts.scheduler, epoch + 1,
                                    self.history, self._generator)
             save_checkpoint(state, opts.checkpoint_dir / LAST)
