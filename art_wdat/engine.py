@@ -69,8 +69,11 @@ def _labels_of(target: torch.Tensor) -> torch.Tensor:
     return target.argmax(dim=1) if target.dim() == 2 else target
 
 
-class _Pass:
-    """One sweep over the data at the current iterate: per-sample loss, win flag and (optionally) ∇x."""
+class GradientPass:
+    """One sweep over the data at an iterate: per-sample loss, win flag and (optionally) ∇x, batch by batch.
+
+    Also used by :mod:`art_wdat.metrics` for the sensitivity at the clean data.
+    """
 
     def __init__(self, forward: Forward, target: torch.Tensor, cfg: AttackConfig, device: torch.device) -> None:
         self.forward, self.cfg, self.device = forward, cfg, device
@@ -184,7 +187,7 @@ def run_attack(forward: Forward, x: torch.Tensor, target: torch.Tensor, cfg: Att
     trace = AttackTrace()
     if cfg.ball.eps == 0:
         return x.clone(), trace
-    one_pass = _Pass(forward, target, cfg, device or x.device)
+    one_pass = GradientPass(forward, target, cfg, device or x.device)
     grad = torch.empty_like(x)
     best = _Best(x, reducer) if track and cfg.keep_best else None
     history, ups0 = [], None

@@ -28,6 +28,7 @@ import torch
 
 from art_wdat import estimator as est
 from art_wdat.attack import WassersteinDistributionalAttack, parse_norm
+from art_wdat.engine import AttackConfig, GradientPass
 from art_wdat.inputs import check_labels, check_x
 from art_wdat.losses import LossFn, resolve_loss
 from art_wdat.threat import WassersteinBall
@@ -107,23 +108,12 @@ def _gradient_pass(classifier, x: np.ndarray, labels: np.ndarray, loss_fn: LossF
                    batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-sample loss J, correctness and ‖∇_x J‖_s at the clean inputs (float64, bool, float64)."""
     device = est.device_of(classifier)
-    forward = est.forward_fn(classifier)
-    losses, correct, gnorms = [], [], []
+    x_t = torch.from_numpy(x).to(device)
+    cfg = AttackConfig(ball=ball, loss_fn=loss_fn, eps_step=0.0, max_iter=1, batch_size=batch_size)
+    grad = torch.empty_like(x_t)
     with est.eval_mode(classifier):
-        for start in range(0, x.shape[0], batch_size):
-            xb = torch.from_numpy(x[start:start + batch_size]).to(device).requires_grad_(True)
-            yb = torch.from_numpy(labels[start:start + batch_size]).to(device)
-            logits = forward(xb)
-            lb = loss_fn(logits, yb)
-            if lb.shape != (xb.shape[0],):
-                raise ValueError(f"`loss` must return one value per sample, shape ({xb.shape[0]},); "
-                                 f"got {tuple(lb.shape)}.")
-            # autograd.grad: input gradients only, parameter gradients are neither computed nor kept.
-            (grad,) = torch.autograd.grad(lb.sum(), xb)
-            losses.append(lb.detach().double().cpu().numpy())
-            correct.append((logits.argmax(dim=1) == yb).cpu().numpy())
-            gnorms.append(ball.dual_norms(grad).cpu().numpy())
-    return np.concatenate(losses), np.concatenate(correct), np.concatenate(gnorms)
+        losses, wins = GradientPass(est.forward_fn(classifier), torch.from_numpy(labels), cfg, device)(x_t, grad, 0)
+    return losses.double().cpu().numpy(), (~wins).cpu().numpy(), ball.dual_norms(grad).cpu().numpy()
 
 
 def clean_statistics(classifier, x: np.ndarray, y: np.ndarray, p: float = 2.0,
