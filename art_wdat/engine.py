@@ -233,4 +233,5 @@ def run_attack(forward: Forward, x: torch.Tensor, target: torch.Tensor, cfg: Att
         trace.success_rate, trace.loss = trace.success_rate[sl], trace.loss[sl]
         if cfg.targeted:
             trace.loss = [-v for v in trace.loss]
-    return (best.x if best is not None else last_x), trace
+    # Float32 rounding of x + Δ may overshoot the budget by an ulp; fix the returned iterate only (no cost per step).
+    return cfg.ball.enforce(x, best.x if best is not None else last_x, reducer), trace

@@ -212,3 +212,23 @@ class WassersteinBall:
         if math.isinf(self.norm):
             return self.project_pointwise(delta, rho * norms)
         return delta * rho.to(delta.dtype)
+
+    def enforce(self, x: torch.Tensor, x_adv: torch.Tensor, reducer: Reducer = LOCAL) -> torch.Tensor:
+        """x_adv moved towards x just enough that C(x_adv, x) ≤ eps holds exactly, float rounding included.
+
+        ``x + Δ`` in float32 rounds to nearest, an absolute error of half an ulp of x (6e-8 near 1) that a
+        small eps turns into a relative excess above 1e-6. So Δ is recomputed in float64 (the difference of
+        two float32 values is exact there), mapped into the ball, and every coordinate of x + Δ is rounded
+        towards x: no perturbation grows. A no-op, up to rounding towards x, when x_adv is already feasible.
+        """
+        x64 = x.double()
+        delta = self.project(x_adv.double() - x64, reducer)
+        return round_towards(x, x64 + delta)
+
+
+def round_towards(x: torch.Tensor, exact: torch.Tensor) -> torch.Tensor:
+    """``exact`` (float64) in ``x``'s dtype, each coordinate rounded towards ``x`` rather than to nearest."""
+    out = exact.to(x.dtype)
+    x64 = x.double()
+    longer = (out.double() - x64).abs() > (exact - x64).abs()
+    return torch.where(longer, torch.nextafter(out, x), out)
