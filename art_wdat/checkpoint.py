@@ -63,6 +63,15 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
+def seed_everything(seed: int | None) -> None:
+    """Seed python's, numpy's and torch's global RNGs (ART's attacks use numpy, ours torch); None does nothing."""
+    if seed is None:
+        return
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
 def load_checkpoint(path: PathLike, map_location: str | torch.device | None = "cpu") -> dict:
     """Read a checkpoint written by :func:`save_checkpoint` with ``torch.load(weights_only=True)``."""
     return torch.load(Path(path), map_location=map_location, weights_only=True)

@@ -282,11 +282,6 @@ def load_data(args: argparse.Namespace, split: str):
     return load_dataset(args.dataset, data_dir=args.data_dir, n_samples=args.n_samples, split=split)
 
 
-def clip_pair(values) -> tuple | None:
-    """ART stores clip_values as an array; make_classifier takes a pair of floats."""
-    return None if values is None else (float(values[0]), float(values[1]))
-
-
 def check_compatible(classifier, x, y, dataset: str) -> None:
     """ValueError when the data does not fit the model (input shape, label range)."""
     if tuple(x.shape[1:]) != tuple(classifier.input_shape):
@@ -367,7 +362,7 @@ def _write_evaluation(result, out: Path) -> None:
 
 def cmd_finetune(args: argparse.Namespace) -> int:
     """``art-wdat finetune``: W-TRADES fine-tuning to a checkpoint."""
-    from art_wdat.models import make_classifier, save_checkpoint_model
+    from art_wdat.models import clip_pair, make_classifier, save_checkpoint_model
     from art_wdat.trainer import WassersteinTRADESTrainer
 
     _set_threads(_threads_for(args))

@@ -27,7 +27,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from art_wdat.evaluation import EvaluationResult, EvaluationSettings, compare_markdown, evaluate, seed_everything
+from art_wdat.evaluation import (
+    EvaluationResult,
+    EvaluationSettings,
+    compare_markdown,
+    evaluate,
+    format_order,
+    seed_everything,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -135,21 +142,12 @@ class DemoReport:
         cfg = self.config
         lines = ["# art-wdat demo", "",
                  f"SmallCNN on scikit-learn digits: pointwise TRADES (ℓ∞ ε = {cfg['train_eps']:g}, "
-                 f"{cfg['train_epochs']} epochs), then W-TRADES fine-tune (p = {_order(cfg['finetune_p'])}, "
+                 f"{cfg['train_epochs']} epochs), then W-TRADES fine-tune (p = {format_order(cfg['finetune_p'])}, "
                  f"δ = {cfg['finetune_eps']:g}, inner solver {cfg['finetune_method']}, "
                  f"{cfg['finetune_epochs']} epochs). Seed {cfg['seed']}; "
                  f"total {self.seconds.get('total', math.nan):.1f} s.", "", "## Before / after", "", self.table,
                  self.before.to_markdown(title=f"{LABELS[0]} model"), self.after.to_markdown(title=f"{LABELS[1]}")]
         return "\n".join(lines)
-
-
-def _clip(values) -> tuple | None:
-    """ART stores clip_values as an array; make_classifier takes a pair of floats."""
-    return None if values is None else (float(values[0]), float(values[1]))
-
-
-def _order(v: float) -> str:
-    return "inf" if math.isinf(v) else f"{v:g}"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -190,11 +188,11 @@ def finetune_demo_model(classifier, config: DemoConfig, x_train: np.ndarray, y_t
 
     The model is changed in place; the returned classifier wraps it with the new optimizer.
     """
-    from art_wdat.models import make_classifier
+    from art_wdat.models import clip_pair, make_classifier
     from art_wdat.trainer import WassersteinTRADESTrainer
 
     tuned = make_classifier(classifier.model, classifier.input_shape, classifier.nb_classes,
-                            clip_values=_clip(classifier.clip_values), lr=config.finetune_lr)
+                            clip_values=clip_pair(classifier.clip_values), lr=config.finetune_lr)
     trainer = WassersteinTRADESTrainer(tuned, eps=config.finetune_eps, p=config.finetune_p, norm=np.inf,
                                        beta=config.beta, max_iter=config.train_iter, method=config.finetune_method,
                                        finetune=config.finetune_mode)

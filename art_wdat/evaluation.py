@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import random
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -23,6 +22,7 @@ import torch
 
 from art_wdat import metrics
 from art_wdat.attack import WassersteinDistributionalAttack, parse_norm
+from art_wdat.checkpoint import seed_everything
 from art_wdat.inputs import check_labels, check_x
 from art_wdat.threat import WassersteinBall
 
@@ -200,7 +200,7 @@ class EvaluationResult:
         """Accuracy per budget and attack with R^u and R^l, then the wall times, as Markdown tables."""
         head = ["budget δ", "clean", *(ATTACK_NAMES[a] for a in self.attacks), "R^u", "R^l"]
         lines = [f"### {title}", ""] if title else []
-        lines += [f"p = {_fmt_order(self.p)}, norm = {_fmt_order(self.norm)}, N = {self.n_samples}, "
+        lines += [f"p = {format_order(self.p)}, norm = {format_order(self.norm)}, N = {self.n_samples}, "
                   f"clean accuracy {self.clean_accuracy:.4f}, V(0) = {self.v0:.4g}, W(0) = {self.w0:.4g}, "
                   f"Υ = {self.sensitivity:.4g} (loss {self.settings.get('bound_loss', '?')})", ""]
         lines += _table(head, [[_fmt_budget(b.budget), _fmt(b.clean_accuracy),
@@ -252,7 +252,8 @@ def _fmt_s(v: float) -> str:
     return "–" if v is None or math.isnan(v) else f"{v:.2f}"
 
 
-def _fmt_order(v: float) -> str:
+def format_order(v: float) -> str:
+    """p or a norm as printed in reports: 'inf' or the number."""
     return "inf" if math.isinf(v) else f"{v:g}"
 
 
@@ -300,15 +301,6 @@ def _fmt_delta(v: float) -> str:
 # --------------------------------------------------------------------------------------------------
 # attacks
 # --------------------------------------------------------------------------------------------------
-
-
-def seed_everything(seed: int | None) -> None:
-    """Seed python, numpy and torch (ART's attacks draw from numpy, ours from torch); None does nothing."""
-    if seed is None:
-        return
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def parse_attacks(attacks: str | Sequence[str]) -> tuple:

@@ -183,6 +183,11 @@ def _check_preprocessing(preprocessing: Any, channels: int) -> tuple[np.ndarray,
     return mean, std
 
 
+def clip_pair(values: Any) -> tuple[float, float] | None:
+    """ART stores ``clip_values`` as an array; :func:`make_classifier` takes a pair of floats (or None)."""
+    return None if values is None else (float(values[0]), float(values[1]))
+
+
 def make_classifier(
     model: nn.Module,
     input_shape: Sequence[int],

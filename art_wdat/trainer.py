@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import random
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
@@ -37,7 +36,14 @@ from tqdm.auto import tqdm
 
 from art_wdat import estimator as est
 from art_wdat.attack import EPS_STEP_RATIO, WassersteinDistributionalAttack, parse_norm
-from art_wdat.checkpoint import LAST, load_checkpoint, restore_training_state, save_checkpoint, training_state
+from art_wdat.checkpoint import (
+    LAST,
+    load_checkpoint,
+    restore_training_state,
+    save_checkpoint,
+    seed_everything,
+    training_state,
+)
 from art_wdat.engine import METHODS, AttackConfig, run_attack
 from art_wdat.finetune import FINETUNE_MODES, apply_finetune, find_last_linear, freeze_except_last
 from art_wdat.inputs import check_int, check_labels, check_number, check_x
@@ -155,6 +161,7 @@ class WassersteinTRADESTrainer(Trainer):
         self._generator = torch.Generator()
         self._frozen: list = []
         self._check_params()
+        self._forward_fn = est.forward_fn(classifier)  # after the checks: needs a PyTorchClassifier
 
     # -- configuration --------------------------------------------------------------------------------------
     def _check_params(self) -> None:
@@ -209,7 +216,7 @@ class WassersteinTRADESTrainer(Trainer):
         """Logits through the estimator's preprocessing, under bf16 autocast when ``amp`` is active."""
         ctx = torch.autocast("cuda", dtype=torch.bfloat16) if self._use_amp() else contextlib.nullcontext()
         with ctx:
-            logits = est.forward_fn(self._classifier)(x)
+            logits = self._forward_fn(x)
         return logits.float()
 
     # -- the loss of one batch ------------------------------------------------------------------------------
@@ -452,7 +459,7 @@ class WassersteinTRADESTrainer(Trainer):
     def _begin(self, opts: _FitOptions) -> int:
         """Seed, freeze, then resume from the checkpoint or apply the fine-tuning protocol; the first epoch."""
         if opts.seed is not None:
-            _seed_everything(opts.seed)
+            seed_everything(opts.seed)
         base = opts.seed if opts.seed is not None else int(torch.randint(2**62, (1,)))
         self._generator = torch.Generator().manual_seed(base)
         model = self._classifier.model
@@ -507,13 +514,6 @@ class WassersteinTRADESTrainer(Trainer):
         res = attack.last_result_
         robust = clean if res is None else float(res.accuracy[res.best_iteration])
         return {"val_clean_acc": clean, "val_wpgd_acc": robust}
-
-
-def _seed_everything(seed: int) -> None:
-    """Seed torch (CPU and CUDA), numpy's and python's global RNGs."""
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
-    random.seed(seed)
 
 
 def _step_scheduler(scheduler: Any | None, loss: float) -> None:

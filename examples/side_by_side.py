@@ -17,22 +17,15 @@ from fractions import Fraction
 import numpy as np
 import torch
 from art.attacks.evasion import ProjectedGradientDescent
-from sklearn.datasets import load_digits
 
 from art_wdat import WassersteinDistributionalAttack
+from art_wdat.data import load_digits_split, load_npz
 from art_wdat.models import SmallCNN, make_classifier
 
 
 def load(data: str):
     """(x_train, y_train, x_test, y_test) in [0, 1], channels first: scikit-learn's digits or an npz file."""
-    if data == "digits":
-        d = load_digits()
-        x, y = (d.images / 16.0).astype(np.float32)[:, None], d.target.astype(np.int64)
-        return x[:1400], y[:1400], x[1400:], y[1400:]
-    with np.load(data) as f:
-        scale = 255.0 if f["x_train"].dtype == np.uint8 else 1.0
-        return tuple((f[k] / scale).astype(np.float32) if k.startswith("x") else f[k].astype(np.int64)
-                     for k in ("x_train", "y_train", "x_test", "y_test"))
+    return load_digits_split() if data == "digits" else load_npz(data)
 
 
 def timed(fn, *args):
