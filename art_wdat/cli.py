@@ -4,6 +4,10 @@ Thin by design: the work is in :mod:`art_wdat.demo`, :mod:`art_wdat.evaluation` 
 imports (torch, ART, robustbench, matplotlib) happen inside the commands, so ``--help`` is instant and
 importing this module loads none of them. Errors a user can cause (unknown model, missing file, no
 internet, bad numbers, shape mismatch) end as one line on stderr and exit status 2; ``--debug`` re-raises.
+
+``evaluate`` and ``finetune`` also run under ``torchrun`` (one process per GPU, or several CPU processes):
+evaluate shares the test images out among the ranks and reports on all of them with one budget;
+finetune trains on global batches of ``--batch-size`` × ranks; rank 0 alone prints and writes.
 """
 
 from __future__ import annotations
@@ -138,7 +142,7 @@ def _model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-samples", type=_arg_type(_positive_int, "--n-samples"), default=None,
                         help="use only the first N images")
     parser.add_argument("--batch-size", type=_arg_type(_positive_int, "--batch-size"), default=128,
-                        help="inputs per forward/backward pass (128)")
+                        help="inputs per forward/backward pass (128); under torchrun, per rank")
     parser.add_argument("--p", type=_arg_type(_order, "--p"), default=2.0, help="Wasserstein order p in [1, inf] (2)")
     parser.add_argument("--norm", type=_arg_type(_norm, "--norm"), default=math.inf, help="ground norm: inf or 2 (inf)")
     parser.add_argument("--max-iter", type=_arg_type(_positive_int, "--max-iter"), default=None,
@@ -296,6 +300,24 @@ def check_compatible(classifier, x, y, dataset: str) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
+def _backend(device: str) -> str:
+    """The torch.distributed backend for ``--device``: NCCL reduces CUDA tensors only, gloo CPU ones."""
+    import torch
+
+    on_gpu = device in ("cuda", "gpu") or (device == "auto" and torch.cuda.is_available())
+    return "nccl" if on_gpu else "gloo"
+
+
+def shard(x, y, world: int, rank: int):
+    """This rank's contiguous share of (x, y): the shards in rank order are the data in its order."""
+    import numpy as np
+
+    if len(x) < world:
+        raise ValueError(f"{len(x)} input(s) cannot be shared among {world} ranks; use more data or fewer ranks")
+    idx = np.array_split(np.arange(len(x)), world)[rank]
+    return x[idx], y[idx]
+
+
 def _set_threads(n: int | None) -> None:
     if n is not None:
         import torch
@@ -327,6 +349,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """``art-wdat evaluate``: the side-by-side evaluation of one model."""
+    from art_wdat import distributed
     from art_wdat.evaluation import EvaluationSettings, evaluate, parse_attacks
 
     _set_threads(_threads_for(args))
@@ -336,17 +359,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     budgets = args.eps if args.eps is not None else parse_budgets(DEFAULT_BUDGETS.get(args.dataset,
                                                                                       DEFAULT_IMAGE_BUDGETS))
     check_model_spec(args.model)
-    x, y = load_data(args, "test")
-    loaded = load_model(args.model, args)
-    check_compatible(loaded.classifier, x, y, args.dataset)
     settings = EvaluationSettings(max_iter=args.max_iter or 20, batch_size=args.batch_size,
                                   autoattack_max_iter=args.aa_iter, autoattack_restarts=args.aa_restarts)
-    result = evaluate(loaded.classifier, x, y, budgets, p=args.p, norm=args.norm, attacks=attacks, seed=args.seed,
-                      verbose=not args.quiet, settings=settings,
-                      meta={"model": loaded.label, "dataset": args.dataset, "device": args.device})
-    print(result.to_markdown(title=f"{loaded.label} on {args.dataset}"))
-    if args.out:
-        _write_evaluation(result, Path(args.out))
+    with distributed.launched(_backend(args.device)) as (world, rank):
+        x, y = load_data(args, "test")
+        loaded = load_model(args.model, args)
+        check_compatible(loaded.classifier, x, y, args.dataset)
+        x, y = shard(x, y, world, rank)
+        result = evaluate(loaded.classifier, x, y, budgets, p=args.p, norm=args.norm, attacks=attacks,
+                          seed=args.seed, verbose=not args.quiet and rank == 0, settings=settings,
+                          meta={"model": loaded.label, "dataset": args.dataset, "device": args.device, "ranks": world})
+    if rank == 0:
+        print(result.to_markdown(title=f"{loaded.label} on {args.dataset}"))
+        if args.out:
+            _write_evaluation(result, Path(args.out))
     return 0
 
 
@@ -362,14 +388,42 @@ def _write_evaluation(result, out: Path) -> None:
 
 def cmd_finetune(args: argparse.Namespace) -> int:
     """``art-wdat finetune``: W-TRADES fine-tuning to a checkpoint."""
-    from art_wdat.models import clip_pair, make_classifier, save_checkpoint_model
-    from art_wdat.trainer import WassersteinTRADESTrainer
+    from art_wdat import distributed
+    from art_wdat.models import save_checkpoint_model
 
     _set_threads(_threads_for(args))
     out = Path(args.out)
     if out.is_dir():
         raise ValueError(f"--out must be a checkpoint file, {out} is a folder")
     check_model_spec(args.model)
+    with distributed.launched(_backend(args.device)) as (world, rank):
+        trainer, loaded, history = _finetune(args)
+    if rank != 0:
+        return 0
+    meta = dict(loaded.meta)
+    meta["extra"] = {"finetuned_from": loaded.label, "dataset": args.dataset, "eps": trainer.eps, "p": args.p,
+                     "norm": "inf" if math.isinf(args.norm) else args.norm, "beta": args.beta,
+                     "epochs": args.epochs, "lr": args.lr, "seed": args.seed, "ranks": world,
+                     "global_batch_size": args.batch_size * world, "history": _plain_history(history)}
+    path = save_checkpoint_model(out, loaded.arch, trainer.get_classifier().model.state_dict(), meta)
+    last = history[-1] if history else {}
+    print(f"W-TRADES fine-tune of {loaded.label} on {args.dataset}: {args.epochs} epoch(s), p = {args.p:g}, "
+          f"δ = {trainer.eps:.4g}, {world} rank(s); last epoch: loss {last.get('loss', math.nan):.4f}, "
+          f"train clean acc {last.get('train_clean_acc', math.nan):.4f}, "
+          f"train robust acc {last.get('train_robust_acc', math.nan):.4f}")
+    print(f"Wrote {path}; evaluate it with: {PROG} evaluate --model {path} --dataset {args.dataset}")
+    return 0
+
+
+def _finetune(args: argparse.Namespace):
+    """Load and fine-tune; return (trainer, loaded model, history).
+
+    Under torchrun every rank loads all of the data and trains on its slice of each global batch (``--batch-size``
+    per rank), so the inner attack's one budget spans the global batch and the ranks end with the same weights.
+    """
+    from art_wdat.models import clip_pair, make_classifier
+    from art_wdat.trainer import WassersteinTRADESTrainer
+
     x, y = load_data(args, "train")
     loaded = load_model(args.model, args)
     check_compatible(loaded.classifier, x, y, args.dataset)
@@ -382,20 +436,11 @@ def cmd_finetune(args: argparse.Namespace) -> int:
                                        max_iter=args.max_iter or 10, method=args.method,
                                        finetune=None if args.finetune_mode == "none" else args.finetune_mode,
                                        weight_noise=args.weight_noise)
+    from art_wdat.distributed import is_main_process
+
     history = trainer.fit(x, y, batch_size=args.batch_size, nb_epochs=args.epochs, seed=args.seed,
-                          verbose=not args.quiet)
-    meta = dict(loaded.meta)
-    meta["extra"] = {"finetuned_from": loaded.label, "dataset": args.dataset, "eps": eps, "p": args.p,
-                     "norm": "inf" if math.isinf(args.norm) else args.norm, "beta": args.beta,
-                     "epochs": args.epochs, "lr": args.lr, "seed": args.seed, "history": _plain_history(history)}
-    path = save_checkpoint_model(out, loaded.arch, trainer.get_classifier().model.state_dict(), meta)
-    last = history[-1] if history else {}
-    print(f"W-TRADES fine-tune of {loaded.label} on {args.dataset}: {args.epochs} epoch(s), p = {args.p:g}, "
-          f"δ = {eps:.4g}; last epoch: loss {last.get('loss', math.nan):.4f}, "
-          f"train clean acc {last.get('train_clean_acc', math.nan):.4f}, "
-          f"train robust acc {last.get('train_robust_acc', math.nan):.4f}")
-    print(f"Wrote {path}; evaluate it with: {PROG} evaluate --model {path} --dataset {args.dataset}")
-    return 0
+                          verbose=not args.quiet and is_main_process())
+    return trainer, loaded, history
 
 
 def _plain_history(history: Sequence[dict]) -> list:

@@ -7,8 +7,10 @@ rank that dies makes the others fail with an error instead of waiting forever.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from datetime import timedelta
 
 import torch
@@ -50,8 +52,29 @@ def is_main_process() -> bool:
 
 
 def shutdown() -> None:
-    """Leave the process group if one is initialised."""
+    """Leave the process group if one is initialised, once every rank has come this far."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def launched(backend: str | None = None, timeout_s: float = 300.0) -> Iterator[tuple[int, int]]:
+    """``(world size, rank)`` of a torchrun launch for the block, ``(1, 0)`` without one.
+
+    Joins the group from the environment (see :func:`init_from_env`) and leaves it after the block, unless the
+    caller had initialised it already (then it is the caller's to destroy).
+    """
+    import torch.distributed as dist
+
+    owned = not (dist.is_available() and dist.is_initialized())
+    if not init_from_env(backend, timeout_s):
+        yield 1, 0
+        return
+    try:
+        yield dist.get_world_size(), dist.get_rank()
+    finally:
+        if owned:
+            shutdown()

@@ -68,7 +68,19 @@ def device_of(estimator) -> torch.device:
     return torch.device(estimator.device)
 
 
-def forward_fn(estimator) -> Callable[[torch.Tensor], torch.Tensor]:
+def is_ddp(module: object) -> bool:
+    """Whether ``module`` is a ``torch.nn.parallel.DistributedDataParallel`` wrapper."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    return isinstance(module, DistributedDataParallel)
+
+
+def unwrap(module: torch.nn.Module) -> torch.nn.Module:
+    """The network inside a ``DistributedDataParallel`` wrapper (its ``.module``); any other module as it is."""
+    return module.module if is_ddp(module) else module
+
+
+def forward_fn(estimator, module: torch.nn.Module | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
     """Differentiable map from raw inputs to the model's outputs, through the estimator's preprocessing.
 
     See the module docstring for how numpy and non-differentiable defences are handled; postprocessors are
@@ -76,10 +88,20 @@ def forward_fn(estimator) -> Callable[[torch.Tensor], torch.Tensor]:
     no flag for probability outputs): a model ending in a softmax still gets feasible attacks, but saturated
     probabilities flatten the (Re)DLR margins and the gradients, so the attack is weaker than on the logits of
     the same network (tests/test_composition.py). Wrap models that return logits.
+
+    :param estimator: The ART ``PyTorchClassifier`` whose preprocessing the inputs go through.
+    :param module: The network to run instead of the estimator's model (e.g. a ``DistributedDataParallel``
+                   wrapper for a training step). By default the estimator's model, unwrapped from
+                   ``DistributedDataParallel``: input-only gradients (attacks) must bypass DDP, whose gradient
+                   hooks and buffer broadcasts are collectives meant for a parameter backward on every rank.
     """
     preprocess = _preprocess_fn(estimator)
 
     def forward(x: torch.Tensor) -> torch.Tensor:
+        if module is not None:
+            return module(preprocess(x))
+        if is_ddp(estimator.model):
+            return estimator.model.module(preprocess(x))
         return estimator._model(preprocess(x))[-1]
 
     return forward

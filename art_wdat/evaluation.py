@@ -5,6 +5,11 @@ For p < inf the pointwise ball of radius ε = δ lies inside the W_p ball of rad
 here is an attack on the distributional threat, and the lowest accuracy of all of them gives R^u.
 Each attack run starts from the same seed, so a row of the report can be reproduced by seeding
 (:func:`seed_everything`) and calling the attack built by :func:`build_attack` directly.
+
+Under ``torch.distributed`` (torchrun) each rank evaluates its shard of the data and every rank gets the
+report of the union: the distributional attacks and the bounds reduce across ranks as they go, the
+pointwise attacks (which treat each input alone) run on each shard, and accuracies, costs and wall times
+(the slowest rank's) are reduced at the end of each run.
 """
 
 from __future__ import annotations
@@ -23,7 +28,9 @@ import torch
 from art_wdat import metrics
 from art_wdat.attack import WassersteinDistributionalAttack, parse_norm
 from art_wdat.checkpoint import seed_everything
+from art_wdat.estimator import device_of
 from art_wdat.inputs import check_labels, check_x
+from art_wdat.reduce import LOCAL, Reducer, default_reducer, reduce_floats
 from art_wdat.threat import WassersteinBall
 
 logger = logging.getLogger(__name__)
@@ -317,11 +324,13 @@ def _art_norm(norm: float) -> int | float:
     return np.inf if math.isinf(norm) else int(norm)
 
 
-def build_attack(name: str, classifier, budget: float, p: float, norm: float, settings: EvaluationSettings):
+def build_attack(name: str, classifier, budget: float, p: float, norm: float, settings: EvaluationSettings,
+                 process_group: object | None = None):
     """The attack behind the report's row ``name`` at ``budget``, configured exactly as :func:`evaluate` runs it.
 
     :param name: One of :data:`ATTACKS`.
     :param budget: ε (pointwise) or δ (distributional), > 0.
+    :param process_group: The distributional attacks' process group (see :class:`WassersteinDistributionalAttack`).
     :return: An ART evasion attack; call ``generate(x, y)`` after :func:`seed_everything`.
     """
     s = settings
@@ -338,7 +347,8 @@ def build_attack(name: str, classifier, budget: float, p: float, norm: float, se
         return WassersteinDistributionalAttack(classifier, eps=budget, p=p, norm=norm,
                                                method="wpgd" if name == "wpgd" else "budget",
                                                max_iter=s.max_iter, eps_step=eps_step, loss=s.wpgd_loss,
-                                               batch_size=s.batch_size, budget_rounds=s.budget_rounds, verbose=False)
+                                               batch_size=s.batch_size, budget_rounds=s.budget_rounds,
+                                               process_group=process_group, verbose=False)
     raise ValueError(f"unknown attack {name!r}; choose from {', '.join(ATTACKS)}")
 
 
@@ -368,20 +378,21 @@ def _build_autoattack(classifier, budget: float, norm: float, s: EvaluationSetti
 
 
 def run_attack(name: str, classifier, x: np.ndarray, y: np.ndarray, budget: float, p: float, norm: float,
-               settings: EvaluationSettings, seed: int | None) -> tuple[np.ndarray, float]:
+               settings: EvaluationSettings, seed: int | None, process_group: object | None = None
+               ) -> tuple[np.ndarray, float]:
     """Seed, build and run one attack; return (x_adv, wall seconds)."""
-    attack = build_attack(name, classifier, budget, p, norm, settings)
+    attack = build_attack(name, classifier, budget, p, norm, settings, process_group)
     seed_everything(seed)
     start = time.perf_counter()
     x_adv = attack.generate(x, y)
     return x_adv, time.perf_counter() - start
 
 
-def accuracy(classifier, x: np.ndarray, y: np.ndarray, batch_size: int = 128) -> float:
-    """Fraction of ``x`` classified as ``y`` (class indices)."""
-    if x.shape[0] == 0:
-        return math.nan
-    return float((classifier.predict(x, batch_size=batch_size).argmax(axis=1) == y).mean())
+def accuracy(classifier, x: np.ndarray, y: np.ndarray, batch_size: int = 128, reducer: Reducer = LOCAL) -> float:
+    """Fraction of ``x`` classified as ``y`` (class indices); of every rank's ``x`` together under a group reducer."""
+    hits = int((classifier.predict(x, batch_size=batch_size).argmax(axis=1) == y).sum()) if x.shape[0] else 0
+    correct, n = reduce_floats(reducer, [hits, x.shape[0]], device_of(classifier))
+    return correct / n if n else math.nan
 
 
 # --------------------------------------------------------------------------------------------------
@@ -410,30 +421,54 @@ def _progress(total: int, verbose: bool):
     return tqdm(total=total, desc="evaluate", unit="run", disable=not verbose, leave=False)
 
 
-def _evaluate_budget(classifier, x: np.ndarray, y: np.ndarray, budget: float, names: Sequence[str],
-                     stats: metrics.CleanStatistics, p: float, norm: float, settings: EvaluationSettings,
-                     seed: int | None, bar) -> BudgetResult:
+@dataclass
+class _Run:
+    """What every run of :func:`evaluate` shares: the data (this rank's shard), the threat and the ranks."""
+
+    classifier: Any
+    x: np.ndarray
+    y: np.ndarray
+    p: float
+    norm: float
+    settings: EvaluationSettings
+    seed: int | None
+    process_group: object | None
+    reducer: Reducer
+
+    def slowest(self, seconds: float) -> float:
+        """The wall time of the slowest rank: what the user waits for."""
+        return reduce_floats(self.reducer, [seconds], device_of(self.classifier), op="max")[0]
+
+    def outcome(self, name: str, budget: float) -> AttackOutcome:
+        """Run one attack at ``budget`` and measure it over the whole data."""
+        if budget == 0:
+            x_adv, seconds = self.x, 0.0
+        else:
+            x_adv, seconds = run_attack(name, self.classifier, self.x, self.y, budget, self.p, self.norm,
+                                        self.settings, self.seed, self.process_group)
+        delta = torch.from_numpy(x_adv.astype(np.float64) - self.x).to(device_of(self.classifier))
+        cost = float(WassersteinBall(eps=budget, p=self.p, norm=self.norm).cost(delta, self.reducer))
+        return AttackOutcome(accuracy=accuracy(self.classifier, x_adv, self.y, self.settings.batch_size, self.reducer),
+                             seconds=self.slowest(seconds), cost=cost)
+
+
+def _evaluate_budget(run: _Run, budget: float, names: Sequence[str], stats: metrics.CleanStatistics,
+                     bar) -> BudgetResult:
     row = BudgetResult(budget=budget, clean_accuracy=stats.clean_accuracy)
-    ball = WassersteinBall(eps=budget, p=p, norm=norm)
     for name in names:
         bar.set_postfix_str(f"{ATTACK_NAMES[name]} δ={budget:.4g}")
-        if budget == 0:
-            x_adv, seconds = x, 0.0
-        else:
-            x_adv, seconds = run_attack(name, classifier, x, y, budget, p, norm, settings, seed)
-        cost = float(ball.cost(torch.from_numpy(x_adv.astype(np.float64) - x)))
-        row.attacks[name] = AttackOutcome(accuracy=accuracy(classifier, x_adv, y, settings.batch_size),
-                                          seconds=seconds, cost=cost)
+        row.attacks[name] = run.outcome(name, budget)
         bar.update(1)
     if row.attacks:
         row.best_attack = min(row.attacks, key=lambda k: row.attacks[k].accuracy)
         row.r_upper = metrics.upper_ratio(row.attacks[row.best_attack].accuracy, stats.clean_accuracy)
     bar.set_postfix_str(f"bounds δ={budget:.4g}")
-    seed_everything(seed)
+    seed_everything(run.seed)
     start = time.perf_counter()
-    row.wfgsm_loss = metrics.wfgsm_mean_loss(classifier, x, y, budget, p=p, norm=norm, loss=settings.bound_loss,
-                                             batch_size=settings.batch_size)
-    row.bounds_seconds = time.perf_counter() - start
+    row.wfgsm_loss = metrics.wfgsm_mean_loss(run.classifier, run.x, run.y, budget, p=run.p, norm=run.norm,
+                                             loss=run.settings.bound_loss, batch_size=run.settings.batch_size,
+                                             process_group=run.process_group)
+    row.bounds_seconds = run.slowest(time.perf_counter() - start)
     low = metrics.lower_ratio(stats, budget, row.wfgsm_loss)
     row.r_bar, row.r_tilde, row.r_lower = low.r_bar, low.r_tilde, low.r_lower
     bar.update(1)
@@ -444,7 +479,7 @@ def evaluate(classifier, x: np.ndarray, y: np.ndarray, budgets: float | Sequence
              norm: int | float | str = np.inf, attacks: str | Sequence[str] = ATTACKS,
              max_iter: int | None = None, batch_size: int | None = None, seed: int | None = 0,
              verbose: bool = False, settings: EvaluationSettings | None = None,
-             meta: Mapping[str, Any] | None = None) -> EvaluationResult:
+             meta: Mapping[str, Any] | None = None, process_group: object | None = None) -> EvaluationResult:
     """Evaluate ``classifier`` on (x, y) against pointwise and distributional attacks at each budget.
 
     Per budget: clean accuracy; ART ``ProjectedGradientDescent`` and ART ``AutoAttack`` (APGD-CE + APGD-DLR)
@@ -464,6 +499,9 @@ def evaluate(classifier, x: np.ndarray, y: np.ndarray, budgets: float | Sequence
     :param verbose: Show a progress bar.
     :param settings: Attack configuration; default :class:`EvaluationSettings`.
     :param meta: Labels stored in the result (model, data set, ...).
+    :param process_group: Under ``torch.distributed``: the ranks whose shards ``x`` form the data (default: the world
+                          group when initialised; ``False``: this process's ``x`` alone). Every rank must call with
+                          the same settings and at least one input; every rank returns the report of the union.
     :return: The result; ``to_json``, ``to_markdown`` and :func:`art_wdat.plotting.plot_accuracy` render it.
     """
     begin = time.perf_counter()
@@ -483,22 +521,26 @@ def evaluate(classifier, x: np.ndarray, y: np.ndarray, budgets: float | Sequence
     labels = check_labels(y, x.shape[0], classifier.nb_classes)
     if labels is None or x.shape[0] == 0:
         raise ValueError("evaluate needs at least one input and its labels")
+    run = _Run(classifier, x, labels, p_value, norm_value, settings, seed, process_group,
+               default_reducer(process_group))
     notes = _notes(classifier, names, settings)
+    if run.reducer.world_size > 1:
+        notes.append(f"Evaluated on {run.reducer.world_size} ranks (torch.distributed): the distributional attacks "
+                     "and the bounds spend one budget over all shards; the pointwise attacks ran on each shard.")
     start = time.perf_counter()
     stats = metrics.clean_statistics(classifier, x, labels, p=p_value, norm=norm_value, loss=settings.bound_loss,
-                                     batch_size=settings.batch_size)
-    metrics_seconds = time.perf_counter() - start
+                                     batch_size=settings.batch_size, process_group=process_group)
+    metrics_seconds = run.slowest(time.perf_counter() - start)
     if stats.w0_source == "undefined":
         notes.append("No clean input is misclassified and W(0) is undefined for this loss: R^l is NaN.")
     with _progress(len(budget_list) * (len(names) + 1), verbose) as bar:
-        rows = [_evaluate_budget(classifier, x, labels, b, names, stats, p_value, norm_value, settings, seed, bar)
-                for b in budget_list]
-    result = EvaluationResult(p=p_value, norm=norm_value, n_samples=int(x.shape[0]),
+        rows = [_evaluate_budget(run, b, names, stats, bar) for b in budget_list]
+    result = EvaluationResult(p=p_value, norm=norm_value, n_samples=stats.n,
                               clean_accuracy=stats.clean_accuracy, v0=stats.v0, w0=stats.w0,
                               w0_source=stats.w0_source, sensitivity=stats.sensitivity,
                               metrics_seconds=metrics_seconds, budgets=rows, attacks=list(names), seed=seed,
                               settings=asdict(settings), meta=dict(meta or {}), notes=notes,
-                              seconds=time.perf_counter() - begin)
+                              seconds=run.slowest(time.perf_counter() - begin))
     logger.info("evaluation done in %.1f s: clean accuracy %.4f over %d inputs", result.seconds,
                 result.clean_accuracy, result.n_samples)
     return result

@@ -3,6 +3,10 @@
 Everything here costs at most one gradient pass over the data, plus one W-FGSM step for Q_δ (done by
 :class:`~art_wdat.attack.WassersteinDistributionalAttack` with ``max_iter=1``, not re-implemented).
 
+Under ``torch.distributed`` (launched with torchrun) each rank passes its shard of the data, and every
+quantity is that of the union of the shards: counts and sums are all-reduced (one call for A, V(0) and
+W(0), two for Υ's power mean), so every rank returns the same global statistics.
+
 Definitions, for a per-sample loss J and clean data (x_i, y_i), i = 1..N:
 
 * A = clean accuracy; S = the correctly classified inputs.
@@ -31,6 +35,7 @@ from art_wdat.attack import WassersteinDistributionalAttack, parse_norm
 from art_wdat.engine import AttackConfig, GradientPass
 from art_wdat.inputs import check_labels, check_x
 from art_wdat.losses import LossFn, resolve_loss
+from art_wdat.reduce import default_reducer
 from art_wdat.threat import WassersteinBall
 
 logger = logging.getLogger(__name__)
@@ -100,81 +105,93 @@ def _validated(classifier, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np
     if labels is None:
         raise ValueError("`y` (the true labels) is required for the robustness metrics.")
     if x.shape[0] == 0:
-        raise ValueError("`x` is empty: the metrics need at least one input.")
+        # Under torch.distributed too: an empty shard would skip the attack's collectives and hang the other ranks.
+        raise ValueError("`x` is empty: the metrics need at least one input (on every rank).")
     return np.ascontiguousarray(x, dtype=np.float32), labels
 
 
 def _gradient_pass(classifier, x: np.ndarray, labels: np.ndarray, loss_fn: LossFn, ball: WassersteinBall,
-                   batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-sample loss J, correctness and ‖∇_x J‖_s at the clean inputs (float64, bool, float64)."""
+                   batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-sample loss J, correctness and ‖∇_x J‖_s at the clean inputs, on the estimator's device."""
     device = est.device_of(classifier)
     x_t = torch.from_numpy(x).to(device)
     cfg = AttackConfig(ball=ball, loss_fn=loss_fn, eps_step=0.0, max_iter=1, batch_size=batch_size)
     grad = torch.empty_like(x_t)
     with est.eval_mode(classifier):
         losses, wins = GradientPass(est.forward_fn(classifier), torch.from_numpy(labels), cfg, device)(x_t, grad, 0)
-    return losses.double().cpu().numpy(), (~wins).cpu().numpy(), ball.dual_norms(grad).cpu().numpy()
+    return losses.double(), ~wins, ball.dual_norms(grad)
 
 
 def clean_statistics(classifier, x: np.ndarray, y: np.ndarray, p: float = 2.0,
                      norm: int | float | str = np.inf, loss: Loss = "redlr", batch_size: int = 128,
-                     w0: float | None = None) -> CleanStatistics:
+                     w0: float | None = None, process_group: object | None = None) -> CleanStatistics:
     """A, V(0), W(0) and Υ (METHOD.md §6) from one gradient pass over the clean data.
 
     :param classifier: An ART ``PyTorchClassifier``.
-    :param x: Clean inputs (N, *input_shape).
+    :param x: Clean inputs (N, *input_shape); under ``torch.distributed``, this rank's shard.
     :param y: True labels, indices (N,) or one-hot.
     :param p: Wasserstein order in [1, inf] (sets q, the order of Υ's power mean).
     :param norm: Ground norm: inf, 2 or 1 (gradients are measured in its dual).
     :param loss: "redlr" (default), "dlr", "ce", or a callable ``(logits, labels) -> (N,)``.
     :param batch_size: Inputs per gradient pass.
     :param w0: Use this W(0) instead of the mean over misclassified inputs.
-    :return: The statistics.
+    :param process_group: The ranks whose shards form the data (default: the world group when
+                          ``torch.distributed`` is initialised; ``False``: this process's ``x`` only).
+    :return: The statistics of the whole data (every rank gets the same).
     """
+    reducer = default_reducer(process_group)
     x, labels = _validated(classifier, x, y)
     ball = WassersteinBall(eps=1.0, p=float(p), norm=parse_norm(norm))
     losses, correct, gnorms = _gradient_pass(classifier, x, labels, resolve_loss(loss), ball, batch_size)
-    upsilon = float(ball.sensitivity(torch.from_numpy(gnorms)))
     wrong = ~correct
+    totals = torch.stack([losses.new_tensor(float(x.shape[0])), losses.sum(), correct.double().sum(),
+                          losses[wrong].sum()])
+    n, loss_sum, n_correct, wrong_sum = reducer.sum(totals).tolist()
+    upsilon = float(ball.sensitivity(gnorms, reducer))
+    n_wrong = int(round(n - n_correct))
     name = loss_name(loss)
     if w0 is not None:
         w0_value, source = float(w0), "given"
-    elif wrong.any():
-        w0_value, source = float(losses[wrong].mean()), "misclassified"
+    elif n_wrong > 0:
+        w0_value, source = wrong_sum / n_wrong, "misclassified"
     elif name in ZERO_ON_MISCLASSIFIED:
         w0_value, source = 0.0, "zero-on-misclassified"
     else:
         w0_value, source = math.nan, "undefined"
         logger.warning("No clean input is misclassified: W(0) is undefined for loss %r, so R^l is NaN; "
                        "pass `w0` or use loss='redlr'.", name)
-    return CleanStatistics(n=int(x.shape[0]), clean_accuracy=float(correct.mean()), v0=float(losses.mean()),
-                           w0=w0_value, w0_source=source, sensitivity=upsilon, n_misclassified=int(wrong.sum()),
-                           p=ball.p, norm=ball.norm, loss=name)
+    return CleanStatistics(n=int(round(n)), clean_accuracy=n_correct / n, v0=loss_sum / n, w0=w0_value,
+                           w0_source=source, sensitivity=upsilon, n_misclassified=n_wrong, p=ball.p,
+                           norm=ball.norm, loss=name)
 
 
 def sensitivity(classifier, x: np.ndarray, y: np.ndarray, p: float = 2.0, norm: int | float | str = np.inf,
-                loss: Loss = "redlr", batch_size: int = 128) -> float:
+                loss: Loss = "redlr", batch_size: int = 128, process_group: object | None = None) -> float:
     """Υ = ((1/N) Σ ‖∇_x J(x_i, y_i)‖_s^q)^(1/q) at the clean inputs (METHOD.md §2).
 
     See :func:`clean_statistics` for the parameters.
     """
-    return clean_statistics(classifier, x, y, p=p, norm=norm, loss=loss, batch_size=batch_size).sensitivity
+    return clean_statistics(classifier, x, y, p=p, norm=norm, loss=loss, batch_size=batch_size,
+                            process_group=process_group).sensitivity
 
 
 def wfgsm_mean_loss(classifier, x: np.ndarray, y: np.ndarray, delta: float, p: float = 2.0,
-                    norm: int | float | str = np.inf, loss: Loss = "redlr", batch_size: int = 128) -> float:
+                    norm: int | float | str = np.inf, loss: Loss = "redlr", batch_size: int = 128,
+                    process_group: object | None = None) -> float:
     """E_{Q_δ}[J]: the mean loss after one W-FGSM step of size δ (the attack with ``max_iter=1``).
 
-    :param delta: The budget δ ≥ 0.
+    :param delta: The budget δ ≥ 0 (of the whole data: under ``torch.distributed``, of every rank's shard together).
+    :param process_group: As in :func:`clean_statistics`.
     :return: The mean loss over the attacked distribution (V(0) when δ = 0).
     """
     x, labels = _validated(classifier, x, y)
     if delta == 0:
-        return clean_statistics(classifier, x, labels, p=p, norm=norm, loss=loss, batch_size=batch_size).v0
+        return clean_statistics(classifier, x, labels, p=p, norm=norm, loss=loss, batch_size=batch_size,
+                                process_group=process_group).v0
     # keep_best=False: Q_δ is the W-FGSM iterate itself, not the better of it and the clean data.
     attack = WassersteinDistributionalAttack(classifier, eps=float(delta), p=float(p), norm=norm, max_iter=1,
                                              eps_step=float(delta), loss=loss, keep_best=False,
-                                             batch_size=batch_size, verbose=False)
+                                             batch_size=batch_size, process_group=process_group, verbose=False)
     attack.generate(x, labels)
     return float(attack.last_result_.loss[-1])
 
@@ -201,12 +218,15 @@ def lower_ratio(stats: CleanStatistics, delta: float, q_loss: float) -> LowerBou
 
 def lower_bound(classifier, x: np.ndarray, y: np.ndarray, delta: float, p: float = 2.0,
                 norm: int | float | str = np.inf, loss: Loss = "redlr", batch_size: int = 128,
-                stats: CleanStatistics | None = None) -> LowerBound:
+                stats: CleanStatistics | None = None, process_group: object | None = None) -> LowerBound:
     """R^l_δ for one budget: the clean statistics (unless given) plus one W-FGSM step.
 
     :param stats: Precomputed :func:`clean_statistics` for the same data, p, norm and loss.
+    :param process_group: As in :func:`clean_statistics`.
     """
     if stats is None:
-        stats = clean_statistics(classifier, x, y, p=p, norm=norm, loss=loss, batch_size=batch_size)
-    q_loss = wfgsm_mean_loss(classifier, x, y, delta, p=p, norm=norm, loss=loss, batch_size=batch_size)
+        stats = clean_statistics(classifier, x, y, p=p, norm=norm, loss=loss, batch_size=batch_size,
+                                 process_group=process_group)
+    q_loss = wfgsm_mean_loss(classifier, x, y, delta, p=p, norm=norm, loss=loss, batch_size=batch_size,
+                             process_group=process_group)
     return lower_ratio(stats, delta, q_loss)

@@ -69,3 +69,15 @@ def default_reducer(group: object | None = None) -> Reducer:
     if group is not None:
         raise ValueError("`process_group` was given but torch.distributed is not initialised.")
     return LOCAL
+
+
+def reduce_floats(reducer: Reducer, values: list[float], device: torch.device | str, op: str = "sum") -> list[float]:
+    """Sum (or max) a few host numbers over all participants in one call: counts, totals, wall times.
+
+    :param device: Where the reduction runs; NCCL reduces device tensors only, so pass the model's device.
+    :param op: "sum" or "max".
+    """
+    if reducer.world_size == 1:
+        return [float(v) for v in values]
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    return (reducer.max(t) if op == "max" else reducer.sum(t)).tolist()

@@ -10,6 +10,11 @@ package's W-PGD (or W-PGD-Budget) on the KL loss, in eval mode, from x + 0.001·
 is in train mode, and, as in TRADES, the gradient flows through both the clean and the adversarial
 prediction of the KL term. With ``p = inf`` this is TRADES (Zhang et al., 2019) step for step.
 
+Under ``torch.distributed`` the mini-batch is the global batch, the micro-batches of all ranks at one step
+together: the inner maximisation shares one budget across ranks (:mod:`art_wdat.reduce`), and the parameters get
+the gradient of the global batch's mean loss, from the trainer's own all-reduce for a plain module or from
+``DistributedDataParallel`` for a wrapped one (whose forward the inner maximisation bypasses).
+
 By default (``inner_loss="rekl"``) the inner maximisation ascends the KL only on inputs that x' still
 classifies correctly, so that the shared budget is not spent on inputs already lost (the idea of ReDLR);
 on the tests' digits benchmark that is what makes W-TRADES beat pointwise TRADES on W-PGD accuracy, while
@@ -141,13 +146,26 @@ class WassersteinTRADESTrainer(Trainer):
                            already lost (the idea of ReDLR, METHOD.md §5); with ``p = inf`` no budget is shared and it
                            is the KL. "kl": the KL everywhere (TRADES' inner loss for every p).
         :param sensitivity_weight: γ ≥ 0: add β·γ·eps·Υ to the loss, Υ the sensitivity (METHOD.md §2) of the KL at x',
-                                   the first-order gain left to a further W_p step (costs a double backprop).
-        :param process_group: Under ``torch.distributed`` (default: the world group when initialised; ``False``:
-                              none), ``fit`` trains on global batches of ``batch_size × world`` inputs, each rank
-                              on its slice: the inner maximisation's distribution is the global batch, and
-                              gradients are averaged across ranks as DistributedDataParallel would (pass the plain
-                              module, not a DDP wrapper: the inner attack's input-only gradients would trip DDP's
-                              hooks). Every rank gets the same ``x``; rank 0 writes the checkpoints.
+                                   the first-order gain left to a further W_p step (costs a double backprop). Not
+                                   under ``torch.distributed`` (``fit`` raises): Υ would be each rank's micro-batch's,
+                                   not the global batch's.
+        :param process_group: The ranks that train together under ``torch.distributed``: default the model's
+                              group if it is a ``DistributedDataParallel`` wrapper, else the world group when
+                              initialised; ``False``: none (not with a DDP model). Each step trains on a global
+                              batch, the ranks' micro-batches together (:meth:`fit` slices one, :meth:`fit_generator`
+                              joins the ranks' generator batches): the inner maximisation's distribution, with one
+                              budget, is the global batch, and every rank's parameters get the gradient of the global
+                              batch's mean loss. The model may be the plain module (the trainer all-reduces the
+                              gradients, weighted by slice size) or a DDP wrapper, ``PyTorchClassifier(model=
+                              DistributedDataParallel(module), ...)``: the inner maximisation then runs on
+                              ``.module`` (input-only gradients must bypass DDP's hooks), the outer step through the
+                              wrapper, with each rank's loss scaled by world × n_rank / n_global so that DDP's equal
+                              average is the global batch's mean; fine-tuning, freezing and checkpoints act on
+                              ``.module`` (checkpoints load into the plain model). With DDP, ``freeze_except_last``
+                              needs ``find_unused_parameters=True`` or blocks frozen before wrapping (DDP waits for
+                              gradients of every parameter trainable when it was built). The fine-tuning protocol's
+                              result and the shuffling seed are taken from the first rank; rank 0 writes the
+                              checkpoints.
         """
         super().__init__(classifier)
         self.eps, self.p, self.norm, self.beta = eps, p, norm, beta
@@ -161,7 +179,10 @@ class WassersteinTRADESTrainer(Trainer):
         self._generator = torch.Generator()
         self._frozen: list = []
         self._check_params()
-        self._forward_fn = est.forward_fn(classifier)  # after the checks: needs a PyTorchClassifier
+        # After the checks (they need a PyTorchClassifier). The inner maximisation's forward never goes through a
+        # DDP wrapper (input-only gradients); the outer step's does, so that DDP averages the gradients.
+        self._forward_fn = est.forward_fn(classifier)
+        self._train_forward_fn = est.forward_fn(classifier, classifier.model) if self._ddp else self._forward_fn
 
     # -- configuration --------------------------------------------------------------------------------------
     def _check_params(self) -> None:
@@ -182,7 +203,7 @@ class WassersteinTRADESTrainer(Trainer):
             raise ValueError(f"`finetune` must be None or one of {FINETUNE_MODES}, got {self.finetune!r}.")
         check_number("weight_noise", self.weight_noise, low=0.0)
         if self.last_layer is not None:
-            find_last_linear(self._classifier.model, self.last_layer)
+            find_last_linear(self._module, self.last_layer)
         if self.freeze_except_last is not None:
             check_int("freeze_except_last", self.freeze_except_last, low=1)
         if not isinstance(self.amp, bool):
@@ -192,6 +213,35 @@ class WassersteinTRADESTrainer(Trainer):
         check_number("sensitivity_weight", self.sensitivity_weight, low=0.0)
         if self.inner_loss not in INNER_LOSSES:
             raise ValueError(f"`inner_loss` must be one of {INNER_LOSSES}, got {self.inner_loss!r}.")
+        self._check_ddp()
+
+    def _check_ddp(self) -> None:
+        """A DDP model averages gradients over its own group: the trainer's ranks must be those."""
+        if not self._ddp:
+            return
+        if self.process_group is False:
+            raise ValueError("`process_group`=False does not fit a DistributedDataParallel model, which averages "
+                             "the gradients over its process group.")
+        world, ddp_world = default_reducer(self._group()).world_size, self._classifier.model.process_group.size()
+        if world != ddp_world:
+            raise ValueError(f"`process_group` has {world} ranks but the DistributedDataParallel model averages over "
+                             f"{ddp_world}.")
+
+    @property
+    def _ddp(self) -> bool:
+        """Whether the classifier's model is a ``DistributedDataParallel`` wrapper."""
+        return est.is_ddp(self._classifier.model)
+
+    @property
+    def _module(self) -> torch.nn.Module:
+        """The network itself, unwrapped from DDP: what fine-tuning, freezing and checkpoints act on."""
+        return est.unwrap(self._classifier.model)
+
+    def _group(self) -> object | None:
+        """The process group the ranks train in: ``process_group``, by default a DDP model's own."""
+        if self.process_group is None and self._ddp:
+            return self._classifier.model.process_group
+        return self.process_group
 
     @property
     def ball(self) -> WassersteinBall:
@@ -212,11 +262,15 @@ class WassersteinTRADESTrainer(Trainer):
     def _use_amp(self) -> bool:
         return self.amp and self._device.type == "cuda"
 
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits through the estimator's preprocessing, under bf16 autocast when ``amp`` is active."""
+    def _forward(self, x: torch.Tensor, train: bool = False) -> torch.Tensor:
+        """Logits through the estimator's preprocessing, under bf16 autocast when ``amp`` is active.
+
+        :param train: For the outer step: through the DDP wrapper, if any (else the unwrapped module).
+        """
+        forward = self._train_forward_fn if train else self._forward_fn
         ctx = torch.autocast("cuda", dtype=torch.bfloat16) if self._use_amp() else contextlib.nullcontext()
         with ctx:
-            logits = self._forward_fn(x)
+            logits = forward(x)
         return logits.float()
 
     # -- the loss of one batch ------------------------------------------------------------------------------
@@ -259,7 +313,7 @@ class WassersteinTRADESTrainer(Trainer):
                 clean_probs = F.softmax(self._forward(x), dim=1)
             x_adv, _ = run_attack(self._forward, x, clean_probs, cfg, start=lambda z: self._kl_start(z, shard),
                                   clip=est.clip_box(self._classifier, x.device), track=False,
-                                  reducer=default_reducer(self.process_group))
+                                  reducer=default_reducer(self._group()))
         return x_adv.detach()
 
     def _set_train_mode(self) -> None:
@@ -278,7 +332,8 @@ class WassersteinTRADESTrainer(Trainer):
         self._set_train_mode()
         penalise = self.sensitivity_weight > 0 and self.eps > 0
         x_in = x_adv.requires_grad_(True) if penalise else x_adv
-        logits, logits_adv = self._forward(x), self._forward(x_in)
+        # Two DDP forwards before one backward are fine: each parameter's gradient hook still fires once.
+        logits, logits_adv = self._forward(x, train=True), self._forward(x_in, train=True)
         natural = F.cross_entropy(logits, y)
         # KLDivLoss(sum)/B of TRADES' code; the clean prediction is not detached (the gradient flows through it).
         kl = F.kl_div(F.log_softmax(logits_adv, dim=1), F.softmax(logits, dim=1), reduction="none").sum(dim=1)
@@ -309,9 +364,7 @@ class WassersteinTRADESTrainer(Trainer):
         terms = self.loss_terms(x, y, shard)
         optimizer = self._classifier.optimizer
         optimizer.zero_grad(set_to_none=True)
-        terms.loss.backward()
-        if shard is not None:
-            self._average_gradients(x.shape[0] / shard[1])
+        self._backward(terms.loss, x.shape[0], shard)
         optimizer.step()
         with torch.no_grad():
             n = torch.tensor(float(x.shape[0]), dtype=torch.float64, device=x.device)
@@ -319,9 +372,27 @@ class WassersteinTRADESTrainer(Trainer):
             robust = (terms.logits_adv.argmax(dim=1) == y).sum().double()
             return torch.stack([terms.loss.detach().double() * n, clean, robust, n])
 
+    def _backward(self, loss: torch.Tensor, n: int, shard: tuple[int, int] | None) -> None:
+        """Leave the gradient of the global batch's mean loss in every rank's ``.grad``.
+
+        :param loss: This rank's mean loss over its ``n`` inputs.
+        :param shard: (offset, global size) of this rank's micro-batch, None when not sharded.
+        """
+        if shard is None:
+            loss.backward()
+            return
+        share = n / shard[1]
+        if self._ddp:
+            # DDP averages the ranks' gradients with equal weights 1/world; scaling each rank's loss by
+            # world·n_rank/n_global makes that average Σ (n_rank/n_global)·∇(rank's mean loss) for unequal slices.
+            (loss * (self._world()[0] * share)).backward()
+            return
+        loss.backward()
+        self._average_gradients(share)
+
     def _average_gradients(self, share: float) -> None:
         """The gradient of the global batch's mean loss: Σ_ranks (n_rank / n_global) · ∇(rank's mean loss)."""
-        reducer = default_reducer(self.process_group)
+        reducer = default_reducer(self._group())
         for param in self._classifier.model.parameters():
             if param.grad is not None:
                 param.grad.copy_(reducer.sum(param.grad * share))
@@ -333,11 +404,17 @@ class WassersteinTRADESTrainer(Trainer):
             verbose: bool = True, callback: EpochCallback | None = None, **kwargs) -> list[dict]:
         """Train with W-TRADES on ``(x, y)``, a mini-batch (one shared budget) at a time.
 
+        Under ``torch.distributed`` (see ``process_group``) every rank passes the same ``x``, ``y`` and ``seed``; each
+        global batch of ``batch_size × world`` inputs (one shuffle, drawn alike on every rank) is split into
+        near-equal slices, one per rank, and trained as one process would train it, with a plain module or a DDP
+        model alike.
+
         :param x: Training inputs (N, *input_shape) inside the clip box. Not modified.
         :param y: Labels as indices (N,) or one-hot (N, nb_classes). Not modified.
         :param validation_data: ``(x_val, y_val)``: clean and W-PGD (ReDLR, ``eval_max_iter`` steps, at the training
                                 eps and p) accuracy after each epoch.
-        :param batch_size: Mini-batch size: the distribution each inner maximisation attacks.
+        :param batch_size: Mini-batch size: the distribution each inner maximisation attacks (per rank under
+                           ``torch.distributed``: the distribution is then the global batch).
         :param nb_epochs: Total number of epochs (a resumed run counts the finished ones).
         :param scheduler: A torch LR scheduler of the classifier's optimizer, stepped once per epoch.
         :param checkpoint_dir: Save ``last.pt`` there (atomically) after each epoch.
@@ -359,7 +436,7 @@ class WassersteinTRADESTrainer(Trainer):
         world, rank = self._world()
         step = batch_size * world  # the global batch: one distribution, one budget
 
-        def epoch_batches() -> Iterator[Batch]:
+        def epoch_batches(_epoch: int) -> Iterator[Batch]:
             # The permutation comes from a checkpointed generator, so a resumed run shuffles as a straight one; every
             # rank draws the same one and takes its slice of each global batch.
             perm = torch.randperm(n, generator=self._generator).numpy()
@@ -373,7 +450,7 @@ class WassersteinTRADESTrainer(Trainer):
 
     def _world(self) -> tuple[int, int]:
         """(world size, rank) of the process group training together; (1, 0) without one."""
-        reducer = default_reducer(self.process_group)
+        reducer = default_reducer(self._group())
         if reducer.world_size == 1:
             return 1, 0
         import torch.distributed as dist
@@ -388,6 +465,21 @@ class WassersteinTRADESTrainer(Trainer):
 
         An epoch is ``ceil(generator.size / generator.batch_size)`` batches. Shuffling is the generator's; resuming
         restores the global RNG states (numpy's drives ``NumpyDataGenerator``) but not the generator's position.
+        If the generator wraps a ``DataLoader`` whose sampler (or batch sampler) has ``set_epoch`` (a
+        ``DistributedSampler``), each epoch calls ``set_epoch(epoch)`` and starts a fresh pass over the loader, so
+        that epoch's order takes effect (ART's ``PyTorchDataGenerator`` would keep the iterator it already made).
+
+        Under ``torch.distributed`` (see ``process_group``) each rank's generator yields that rank's own
+        micro-batches, e.g. ``PyTorchDataGenerator(DataLoader(dataset, batch_size=b,
+        sampler=DistributedSampler(dataset)), size=len(sampler), batch_size=b)``; the micro-batches of all ranks at
+        one step form the global batch, the distribution of the inner maximisation (one budget across ranks) and of
+        the gradient (weighted by micro-batch size, from one all-reduce of the sizes per step). Every rank must run
+        the same number of batches per epoch (``DistributedSampler`` pads or drops to equal shares; checked once per
+        call). The KL start noise is drawn for the whole global batch from each rank's torch RNG and sliced, as in
+        :meth:`fit`: with the same ``seed`` on every rank the ranks start where one process with the global batch
+        would; without one, each rank's slice is still independent Gaussian noise.
+
+        :param generator: An ART ``DataGenerator`` that knows its ``size``.
         Other parameters as in :meth:`fit`.
         """
         from art.data_generators import DataGenerator
@@ -400,20 +492,49 @@ class WassersteinTRADESTrainer(Trainer):
         nb_batches = getattr(generator, "batches_per_epoch", None) or math.ceil(generator.size / generator.batch_size)
         opts = self._options(nb_epochs, generator.batch_size, scheduler, checkpoint_dir, resume, seed, verbose,
                              callback, validation_data, kwargs)
+        self._check_same_batch_count(nb_batches)
 
-        def epoch_batches() -> Iterator[Batch]:
+        def epoch_batches(epoch: int) -> Iterator[Batch]:
+            _start_generator_epoch(generator, epoch)
             for _ in range(nb_batches):
                 xb, yb = generator.get_batch()[:2]
                 xb = check_x(np.asarray(xb), self._classifier.input_shape, self._classifier.clip_values)
                 yb = check_labels(np.asarray(yb), xb.shape[0], self._classifier.nb_classes)
-                yield (*self._to_device(xb, yb), None)
+                yield (*self._to_device(xb, yb), self._shard_of(xb.shape[0]))
 
         return self._train(epoch_batches, nb_batches, opts)
+
+    def _check_same_batch_count(self, nb_batches: int) -> None:
+        """Every rank must run as many steps as the others, or the collectives of the longer ranks would hang."""
+        if self._world()[0] == 1:
+            return
+        counts = torch.tensor([nb_batches, -nb_batches], dtype=torch.int64, device=self._device)
+        most, fewest = default_reducer(self._group()).max(counts).tolist()
+        if most != -fewest:
+            raise ValueError(f"The ranks' generators give between {-fewest} and {most} batches per epoch; every rank "
+                             "must run the same number (use a DistributedSampler, or equal `size`/`batch_size`).")
+
+    def _shard_of(self, n: int) -> tuple[int, int] | None:
+        """(offset, global size) of this rank's ``n`` inputs in the step's global batch; None without ranks.
+
+        One all-reduce of a world-sized vector of sizes, read back: the global size weights the gradient, and the
+        offset picks this rank's slice of the global batch's start noise.
+        """
+        world, rank = self._world()
+        if world == 1:
+            return None
+        sizes = torch.zeros(world, dtype=torch.int64, device=self._device)
+        sizes[rank] = n
+        sizes = default_reducer(self._group()).sum(sizes).tolist()
+        return sum(sizes[:rank]), sum(sizes)
 
     # -- the epoch loop -------------------------------------------------------------------------------------
     def _options(self, nb_epochs, batch_size, scheduler, checkpoint_dir, resume, seed, verbose, callback,
                  validation_data, kwargs) -> _FitOptions:
         self._check_params()
+        if self.sensitivity_weight > 0 and self._world()[0] > 1:
+            raise ValueError("`sensitivity_weight` > 0 is not supported under torch.distributed: its Υ would be each "
+                             "rank's micro-batch's, not the global batch's.")
         check_int("nb_epochs", nb_epochs, low=1)
         check_int("batch_size", batch_size, low=1)
         if seed is not None:
@@ -440,14 +561,16 @@ class WassersteinTRADESTrainer(Trainer):
         x_t = torch.from_numpy(np.array(x, dtype=np.float32, copy=True)).to(self._device)
         return x_t, torch.from_numpy(np.asarray(y, dtype=np.int64)).to(self._device)
 
-    def _train(self, epoch_batches: Callable[[], Iterable[Batch]], nb_batches: int, opts: _FitOptions) -> list[dict]:
+    def _train(self, epoch_batches: Callable[[int], Iterable[Batch]], nb_batches: int,
+               opts: _FitOptions) -> list[dict]:
         model = self._classifier.model
         trainable = [p.requires_grad for p in model.parameters()]
         try:
             first = self._begin(opts)
             epochs = range(first, opts.nb_epochs)
             for epoch in tqdm(epochs, desc="W-TRADES epochs", disable=not opts.verbose):
-                self._finish_epoch(epoch, self._train_epoch(epoch_batches(), nb_batches, epoch, opts.verbose), opts)
+                self._finish_epoch(epoch, self._train_epoch(epoch_batches(epoch), nb_batches, epoch, opts.verbose),
+                                   opts)
         finally:
             # Freezing is for this fit only; hand the model back as it came (and in eval mode, like ART).
             for param, flag in zip(model.parameters(), trainable):
@@ -460,10 +583,10 @@ class WassersteinTRADESTrainer(Trainer):
         """Seed, freeze, then resume from the checkpoint or apply the fine-tuning protocol; the first epoch."""
         if opts.seed is not None:
             seed_everything(opts.seed)
-        base = opts.seed if opts.seed is not None else int(torch.randint(2**62, (1,)))
+        base = opts.seed if opts.seed is not None else self._shared_seed(int(torch.randint(2**62, (1,))))
         self._generator = torch.Generator().manual_seed(base)
-        model = self._classifier.model
-        self._frozen = [] if self.freeze_except_last is None else freeze_except_last(model, self.freeze_except_last)
+        model = self._module  # fine-tuning, freezing and checkpoints act on the network, not on a DDP wrapper
+        self._frozen = self._freeze(model)
         path = None if opts.checkpoint_dir is None else opts.checkpoint_dir / LAST
         if opts.resume and path is not None and path.is_file():
             epoch, self.history = restore_training_state(load_checkpoint(path), model, self._classifier.optimizer,
@@ -474,7 +597,46 @@ class WassersteinTRADESTrainer(Trainer):
             logger.warning("No checkpoint at %s; training from the start.", path)
         self.history = []
         apply_finetune(model, self.finetune, self.weight_noise, self.last_layer)
+        if self.finetune is not None:
+            self._broadcast_from_first_rank(model)
         return 0
+
+    def _shared_seed(self, seed: int) -> int:
+        """One unseeded shuffling seed for all ranks (the largest), so that their slices of fit's batches tile."""
+        if self._world()[0] == 1:
+            return seed
+        return int(default_reducer(self._group()).max(torch.tensor([seed], device=self._device)).item())
+
+    def _freeze(self, module: torch.nn.Module) -> list:
+        """Apply ``freeze_except_last`` to ``module``; the frozen blocks."""
+        if self.freeze_except_last is None:
+            return []
+        before = [p.requires_grad for p in module.parameters()]
+        frozen = freeze_except_last(module, self.freeze_except_last)
+        newly = any(was and not p.requires_grad for was, p in zip(before, module.parameters()))
+        if newly and self._ddp and not self._classifier.model.find_unused_parameters:
+            # DDP would wait for the gradients of parameters it saw trainable when built ("Expected to have finished
+            # reduction in the prior iteration") at the next step.
+            raise ValueError("`freeze_except_last` with a DistributedDataParallel model: freeze the blocks before "
+                             "wrapping (art_wdat.finetune.freeze_except_last(module, k)), or build the wrapper with "
+                             "find_unused_parameters=True.")
+        return frozen
+
+    def _broadcast_from_first_rank(self, module: torch.nn.Module) -> None:
+        """Give every rank the first rank's parameters and buffers.
+
+        The fine-tuning protocol draws from each rank's RNG, and the ranks must train one model (DDP only broadcasts
+        the weights when it wraps the module).
+        """
+        if self._world()[0] == 1:
+            return
+        import torch.distributed as dist
+
+        group = self._group()
+        src = 0 if group is None else dist.get_global_rank(group, 0)
+        with torch.no_grad():
+            for tensor in module.state_dict().values():
+                dist.broadcast(tensor, src=src, group=group)
 
     def _train_epoch(self, batches: Iterable[Batch], nb_batches: int, epoch: int, verbose: bool) -> dict:
         start = time.perf_counter()
@@ -482,7 +644,7 @@ class WassersteinTRADESTrainer(Trainer):
         for x_b, y_b, shard in tqdm(batches, total=nb_batches, desc=f"epoch {epoch + 1}", leave=False,
                                     disable=not verbose):
             totals += self.train_step(x_b, y_b, shard)
-        totals = default_reducer(self.process_group).sum(totals)
+        totals = default_reducer(self._group()).sum(totals)
         loss, clean, robust, n = totals.tolist()  # the one host sync of the epoch
         n = max(n, 1.0)
         return {"epoch": epoch + 1, "loss": loss / n, "train_clean_acc": clean / n, "train_robust_acc": robust / n,
@@ -497,7 +659,7 @@ class WassersteinTRADESTrainer(Trainer):
         logger.info("W-TRADES epoch %d/%d: %s", epoch + 1, opts.nb_epochs,
                     ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k != "epoch"))
         if opts.checkpoint_dir is not None and self._world()[1] == 0:
-            state = training_state(self._classifier.model, self._classifier.optimizer, opts.scheduler, epoch + 1,
+            state = training_state(self._module, self._classifier.optimizer, opts.scheduler, epoch + 1,
                                    self.history, self._generator)
             save_checkpoint(state, opts.checkpoint_dir / LAST)
         if opts.callback is not None:
@@ -514,6 +676,27 @@ class WassersteinTRADESTrainer(Trainer):
         res = attack.last_result_
         robust = clean if res is None else float(res.accuracy[res.best_iteration])
         return {"val_clean_acc": clean, "val_wpgd_acc": robust}
+
+
+def _start_generator_epoch(generator, epoch: int) -> None:
+    """``set_epoch(epoch)`` on a DataLoader-backed generator's (batch) sampler, and a fresh pass over the loader.
+
+    ART's ``PyTorchDataGenerator`` makes its next DataLoader iterator only when the current one runs out (the first
+    at construction), and a loader with workers draws the sampler's indices when its iterator is made: without a
+    fresh iterator the new epoch's order would not take effect at once (resumed runs, workers, or epochs that do not
+    end where the loader does).
+    """
+    from art.data_generators import PyTorchDataGenerator
+
+    loader = getattr(generator, "iterator", None)
+    samplers = [getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None)]
+    with_epoch = [s for s in samplers if callable(getattr(s, "set_epoch", None))]
+    if not with_epoch:
+        return
+    for sampler in with_epoch:
+        sampler.set_epoch(epoch)
+    if isinstance(generator, PyTorchDataGenerator):
+        generator._current = iter(loader)  # ART's own attribute: the iterator get_batch draws from
 
 
 def _step_scheduler(scheduler: Any | None, loss: float) -> None:

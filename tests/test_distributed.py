@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import math
-import multiprocessing as mp
 import os
-import traceback
-from datetime import timedelta
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +11,7 @@ import torch
 
 from art_wdat import WassersteinDistributionalAttack
 from tests.conftest import digits_cnn, wrap
+from tests.ranks import errors, spawn
 
 CASES = [(2.0, "wpgd"), (2.0, "budget"), (math.inf, "wpgd"), (math.inf, "budget")]
 SHARDS = (37, 23)  # unequal on purpose
@@ -42,47 +39,28 @@ def _digits_trainee():
     return make_classifier(model, (1, 8, 8), 10, optimizer=torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9))
 
 
-def _worker(rank: int, world: int, tmp: str, fail_rank: int, job: str = "attack") -> None:
-    import torch.distributed as dist
-
-    try:
-        torch.set_num_threads(1)
-        dist.init_process_group("gloo", init_method=f"file://{tmp}/rendezvous", rank=rank, world_size=world,
-                                timeout=timedelta(seconds=30))
-        if rank == fail_rank:
-            raise RuntimeError("this rank fails on purpose")
-        data = np.load(f"{tmp}/data.npz")
-        if job == "train":  # every rank gets all of x; each trains on its slice of every global batch
-            history, weights = _train(_digits_trainee(), data["x"], data["y"], batch_size=TRAIN_BATCH // world)
-            if rank == 0:
-                torch.save({"weights": weights, "loss": history["loss"]}, f"{tmp}/trained.pt")
-            dist.destroy_process_group()
-            return
-        model = digits_cnn()
-        model.load_state_dict(torch.load(f"{tmp}/model.pt", weights_only=True))
-        lo = sum(SHARDS[:rank])
-        x, y = data["x"][lo:lo + SHARDS[rank]], data["y"][lo:lo + SHARDS[rank]]
-        out = {f"{p}-{m}": _attack(wrap(model), x, y, p, m) for p, m in CASES}
-        np.savez(f"{tmp}/rank{rank}.npz", **out)
-        dist.destroy_process_group()
-    except BaseException:  # the parent reads what went wrong from the file
-        Path(f"{tmp}/error{rank}.txt").write_text(traceback.format_exc())
-        raise
+def _attack_shard(rank: int, world: int, tmp: str) -> None:
+    data = np.load(f"{tmp}/data.npz")
+    model = digits_cnn()
+    model.load_state_dict(torch.load(f"{tmp}/model.pt", weights_only=True))
+    lo = sum(SHARDS[:rank])
+    x, y = data["x"][lo:lo + SHARDS[rank]], data["y"][lo:lo + SHARDS[rank]]
+    out = {f"{p}-{m}": _attack(wrap(model), x, y, p, m) for p, m in CASES}
+    np.savez(f"{tmp}/rank{rank}.npz", **out)
 
 
-def _run_ranks(tmp: Path, fail_rank: int = -1, timeout: float = 120.0, job: str = "attack") -> list:
-    ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_worker, args=(r, len(SHARDS), str(tmp), fail_rank, job))
-             for r in range(len(SHARDS))]
-    for proc in procs:
-        proc.start()
-    for proc in procs:
-        proc.join(timeout)
-    hung = [proc for proc in procs if proc.is_alive()]
-    for proc in hung:
-        proc.kill()
-    assert not hung, "a rank hung instead of failing"
-    return [proc.exitcode for proc in procs]
+def _attack_but_rank_1_fails(rank: int, world: int, tmp: str) -> None:
+    if rank == 1:
+        raise RuntimeError("this rank fails on purpose")
+    _attack_shard(rank, world, tmp)
+
+
+def _train_slices(rank: int, world: int, tmp: str) -> None:
+    # Every rank gets all of x; each trains on its slice of every global batch.
+    data = np.load(f"{tmp}/data.npz")
+    history, weights = _train(_digits_trainee(), data["x"], data["y"], batch_size=TRAIN_BATCH // world)
+    if rank == 0:
+        torch.save({"weights": weights, "loss": history["loss"]}, f"{tmp}/trained.pt")
 
 
 @pytest.fixture(scope="module")
@@ -96,8 +74,7 @@ def setup(tmp_path_factory, digits_clf, digits):
 
 def test_ranks_together_equal_one_process_on_the_union(setup, digits_clf):
     tmp, x, y = setup
-    assert _run_ranks(tmp) == [0, 0], [(tmp / f"error{r}.txt").read_text() for r in (0, 1)
-                                        if (tmp / f"error{r}.txt").exists()]
+    assert spawn(_attack_shard, len(SHARDS), tmp) == [True, True], errors(tmp, len(SHARDS))
     shards = [np.load(tmp / f"rank{r}.npz") for r in range(len(SHARDS))]
     for p, method in CASES:
         key = f"{p}-{method}"
@@ -111,16 +88,14 @@ def test_a_failing_rank_makes_the_others_fail_not_hang(tmp_path, setup):
     src, _, _ = setup
     for name in ("model.pt", "data.npz"):
         os.symlink(src / name, tmp_path / name)
-    codes = _run_ranks(tmp_path, fail_rank=1, timeout=90.0)
-    assert codes[1] != 0 and codes[0] != 0
+    assert spawn(_attack_but_rank_1_fails, len(SHARDS), tmp_path, timeout=90.0) == [False, False]
     assert "fails on purpose" in (tmp_path / "error1.txt").read_text()
     assert (tmp_path / "error0.txt").exists()
 
 
 def test_trainer_ranks_together_equal_one_process_with_the_global_batch(setup):
     tmp, x, y = setup
-    assert _run_ranks(tmp, job="train") == [0, 0], [(tmp / f"error{r}.txt").read_text() for r in (0, 1)
-                                                    if (tmp / f"error{r}.txt").exists()]
+    assert spawn(_train_slices, len(SHARDS), tmp) == [True, True], errors(tmp, len(SHARDS))
     ranks = torch.load(tmp / "trained.pt", weights_only=True)
     history, single = _train(_digits_trainee(), x, y, batch_size=TRAIN_BATCH)
     assert ranks["loss"] == pytest.approx(history["loss"], rel=1e-5)

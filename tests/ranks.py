@@ -1,0 +1,62 @@
+"""Spawn a few gloo ranks for a test: each runs ``job(rank, world, tmp, *args)`` inside a process group.
+
+Jobs must be module-level functions (the spawn start method pickles them by name). A rank that raises
+writes its traceback to ``tmp/error<rank>.txt``, which :func:`errors` collects for the assertion message.
+Success is a marker file written after the job and the group's teardown, not the exit code: gloo
+sometimes aborts a process during interpreter shutdown (exit code -6) after everything went right.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import traceback
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+
+import torch
+
+from art_wdat.distributed import shutdown
+
+
+def _entry(job: Callable, rank: int, world: int, tmp: str, args: tuple) -> None:
+    import torch.distributed as dist
+
+    try:
+        torch.set_num_threads(1)
+        dist.init_process_group("gloo", init_method=f"file://{tmp}/rendezvous", rank=rank, world_size=world,
+                                timeout=timedelta(seconds=30))
+        job(rank, world, tmp, *args)
+        shutdown()
+    except BaseException:  # the parent reads what went wrong from the file
+        Path(f"{tmp}/error{rank}.txt").write_text(traceback.format_exc())
+        raise
+    Path(f"{tmp}/done{rank}").touch()
+    os._exit(0)  # skip interpreter teardown, where gloo may abort
+
+
+def spawn(job: Callable, world: int, tmp: Path, *args, timeout: float = 120.0) -> list:
+    """Run ``job`` on ``world`` ranks; return, per rank, whether it finished its job (False: it raised).
+
+    Fails the test if a rank is still alive at ``timeout`` (a hang).
+    """
+    for rank in range(world):
+        for name in (f"done{rank}", f"error{rank}.txt"):
+            (Path(tmp) / name).unlink(missing_ok=True)
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_entry, args=(job, rank, world, str(tmp), args)) for rank in range(world)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(timeout)
+    hung = [proc for proc in procs if proc.is_alive()]
+    for proc in hung:
+        proc.kill()
+    assert not hung, "a rank hung instead of failing"
+    return [(Path(tmp) / f"done{rank}").exists() for rank in range(world)]
+
+
+def errors(tmp: Path, world: int) -> list:
+    """The tracebacks the ranks left in ``tmp``."""
+    return [(tmp / f"error{r}.txt").read_text() for r in range(world) if (tmp / f"error{r}.txt").exists()]
