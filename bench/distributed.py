@@ -4,7 +4,9 @@
 
 Counts the all_reduce calls and bytes per iteration of a real attack (each rank holds a shard), times
 a scalar all_reduce on this machine, and prints both, so the per-iteration cost of treating every
-rank's inputs as one distribution can be set beside the forward/backward work it rides on.
+rank's inputs as one distribution can be set beside the forward/backward work it rides on. Also counts
+the reductions of one W-TRADES step (inner W-PGD plus the gradient all-reduce DDP would do) and the
+fixed overhead of a distributed ``evaluate`` on top of its attacks' iterations.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ def _worker(rank: int, world: int, rendezvous: str, iters: int, out: str) -> Non
             WassersteinDistributionalAttack(clf, eps=8 / 255, p=2, method=method, max_iter=t, batch_size=64,
                                             verbose=False).generate(x)
             counts[method, t] = dict(calls)
+    extra = _trainer_and_evaluate(clf, x, iters, calls)
     scalar = torch.zeros((), dtype=torch.float64)
     for _ in range(50):
         dist.all_reduce(scalar)
@@ -59,9 +62,28 @@ def _worker(rank: int, world: int, rendezvous: str, iters: int, out: str) -> Non
     if rank == 0:
         per_iter = {m: {k: (counts[m, 2 * iters][k] - counts[m, iters][k]) / iters for k in ("n", "bytes")}
                     for m in ("wpgd", "budget")}
+        extra["evaluate_overhead"] = {k: extra["evaluate"][k] - iters * per_iter["wpgd"][k] for k in ("n", "bytes")}
         with open(out, "w") as f:
-            json.dump({"per_iteration": per_iter, "us_per_scalar_all_reduce": us, "world": world}, f)
+            json.dump({"per_iteration": per_iter, "us_per_scalar_all_reduce": us, "world": world, **extra}, f)
     dist.destroy_process_group()
+
+
+def _trainer_and_evaluate(clf, x: np.ndarray, iters: int, calls: dict) -> dict:
+    """Reductions of one W-TRADES step on a global batch and of one distributed ``evaluate`` (W-PGD only)."""
+    from art_wdat import WassersteinTRADESTrainer
+    from art_wdat.evaluation import EvaluationSettings, evaluate
+
+    y = np.arange(len(x)) % 10
+    out = {"param_bytes": sum(p.numel() * p.element_size() for p in clf.model.parameters())}
+    trainer = WassersteinTRADESTrainer(clf, eps=8 / 255, p=2, max_iter=iters)
+    calls.update(n=0, bytes=0)
+    trainer.fit(x, y, batch_size=len(x), nb_epochs=1, seed=0, verbose=False)  # one step: one global batch
+    out["trainer_step"] = dict(calls)
+    calls.update(n=0, bytes=0)
+    settings = EvaluationSettings(max_iter=iters, batch_size=len(x))
+    evaluate(clf, x, y, [8 / 255], p=2, attacks=("wpgd",), settings=settings)
+    out["evaluate"] = dict(calls)
+    return out
 
 
 def main(argv=None) -> dict:
@@ -85,6 +107,12 @@ def main(argv=None) -> dict:
     print("|---|---|---|---|")
     for method, v in result["per_iteration"].items():
         print(f"| {method} | {v['n']:.1f} | {v['bytes']:.0f} | {v['n'] * us:.0f} |")
+    step, over = result["trainer_step"], result["evaluate_overhead"]
+    print(f"W-TRADES step ({args.iters} inner iterations, plain module): {step['n']} all_reduces, "
+          f"{step['bytes']} bytes "
+          f"(of which the gradients: {result['param_bytes']} bytes, as DDP would all-reduce them)")
+    print(f"evaluate (W-PGD only, one budget) beyond the attack's iterations: {over['n']:.0f} all_reduces, "
+          f"{over['bytes']:.0f} bytes")
     return result
 
 
