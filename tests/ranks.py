@@ -60,3 +60,17 @@ def spawn(job: Callable, world: int, tmp: Path, *args, timeout: float = 120.0) -
 def errors(tmp: Path, world: int) -> list:
     """The tracebacks the ranks left in ``tmp``."""
     return [(tmp / f"error{r}.txt").read_text() for r in range(world) if (tmp / f"error{r}.txt").exists()]
+
+
+def digits_shard(tmp: str, rank: int, shards: tuple[int, ...]):
+    """``(classifier, x, y)`` of ``rank``: the digits CNN saved in ``tmp/model.pt`` and its contiguous shard of
+    ``tmp/data.npz``, the shards being ``shards`` long in rank order."""
+    import numpy as np
+
+    from tests.conftest import digits_cnn, wrap
+
+    data = np.load(f"{tmp}/data.npz")
+    model = digits_cnn()
+    model.load_state_dict(torch.load(f"{tmp}/model.pt", weights_only=True))
+    lo = sum(shards[:rank])
+    return wrap(model), data["x"][lo:lo + shards[rank]], data["y"][lo:lo + shards[rank]]

@@ -10,8 +10,7 @@ import pytest
 import torch
 
 from art_wdat import WassersteinDistributionalAttack
-from tests.conftest import digits_cnn, wrap
-from tests.ranks import errors, spawn
+from tests.ranks import digits_shard, errors, spawn
 
 CASES = [(2.0, "wpgd"), (2.0, "budget"), (math.inf, "wpgd"), (math.inf, "budget")]
 SHARDS = (37, 23)  # unequal on purpose
@@ -40,13 +39,8 @@ def _digits_trainee():
 
 
 def _attack_shard(rank: int, world: int, tmp: str) -> None:
-    data = np.load(f"{tmp}/data.npz")
-    model = digits_cnn()
-    model.load_state_dict(torch.load(f"{tmp}/model.pt", weights_only=True))
-    lo = sum(SHARDS[:rank])
-    x, y = data["x"][lo:lo + SHARDS[rank]], data["y"][lo:lo + SHARDS[rank]]
-    out = {f"{p}-{m}": _attack(wrap(model), x, y, p, m) for p, m in CASES}
-    np.savez(f"{tmp}/rank{rank}.npz", **out)
+    clf, x, y = digits_shard(tmp, rank, SHARDS)
+    np.savez(f"{tmp}/rank{rank}.npz", **{f"{p}-{m}": _attack(clf, x, y, p, m) for p, m in CASES})
 
 
 def _attack_but_rank_1_fails(rank: int, world: int, tmp: str) -> None:

@@ -17,8 +17,7 @@ import torch
 from art_wdat import cli, metrics
 from art_wdat.evaluation import EvaluationResult, EvaluationSettings, evaluate
 from art_wdat.models import SmallCNN, save_checkpoint_model
-from tests.conftest import digits_cnn, wrap
-from tests.ranks import errors, spawn
+from tests.ranks import digits_shard, errors, spawn
 
 SHARDS = (37, 23)  # unequal on purpose
 BUDGETS = (0.0, 0.1)
@@ -31,12 +30,7 @@ def _evaluate(clf, x, y) -> EvaluationResult:
 
 
 def _evaluate_shard(rank: int, world: int, tmp: str) -> None:
-    data = np.load(f"{tmp}/data.npz")
-    model = digits_cnn()
-    model.load_state_dict(torch.load(f"{tmp}/model.pt", weights_only=True))
-    lo = sum(SHARDS[:rank])
-    x, y = data["x"][lo:lo + SHARDS[rank]], data["y"][lo:lo + SHARDS[rank]]
-    clf = wrap(model)
+    clf, x, y = digits_shard(tmp, rank, SHARDS)
     Path(f"{tmp}/report{rank}.json").write_text(_evaluate(clf, x, y).to_json())
     ce = metrics.clean_statistics(clf, x, y, loss="ce", batch_size=16)
     Path(f"{tmp}/ce{rank}.json").write_text(json.dumps(asdict(ce)))
