@@ -75,6 +75,11 @@ def launched(backend: str | None = None, timeout_s: float = 300.0) -> Iterator[t
         return
     try:
         yield dist.get_world_size(), dist.get_rank()
-    finally:
+    except BaseException:
+        # No barrier on the way out of an error: the other ranks may never reach it, and a barrier timeout would
+        # replace this rank's own error.
         if owned:
-            shutdown()
+            dist.destroy_process_group()
+        raise
+    if owned:
+        shutdown()
