@@ -300,14 +300,6 @@ def check_compatible(classifier, x, y, dataset: str) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
-def _backend(device: str) -> str:
-    """The torch.distributed backend for ``--device``: NCCL reduces CUDA tensors only, gloo CPU ones."""
-    import torch
-
-    on_gpu = device in ("cuda", "gpu") or (device == "auto" and torch.cuda.is_available())
-    return "nccl" if on_gpu else "gloo"
-
-
 def shard(x, y, world: int, rank: int):
     """This rank's contiguous share of (x, y): the shards in rank order are the data in its order."""
     import numpy as np
@@ -361,7 +353,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     check_model_spec(args.model)
     settings = EvaluationSettings(max_iter=args.max_iter or 20, batch_size=args.batch_size,
                                   autoattack_max_iter=args.aa_iter, autoattack_restarts=args.aa_restarts)
-    with distributed.launched(_backend(args.device)) as (world, rank):
+    with distributed.launched(distributed.backend_for(args.device)) as (world, rank):
         x, y = load_data(args, "test")
         loaded = load_model(args.model, args)
         check_compatible(loaded.classifier, x, y, args.dataset)
@@ -396,8 +388,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     if out.is_dir():
         raise ValueError(f"--out must be a checkpoint file, {out} is a folder")
     check_model_spec(args.model)
-    with distributed.launched(_backend(args.device)) as (world, rank):
-        trainer, loaded, history = _finetune(args)
+    with distributed.launched(distributed.backend_for(args.device)) as (world, rank):
+        trainer, loaded, history = _finetune(args, verbose=not args.quiet and rank == 0)
     if rank != 0:
         return 0
     meta = dict(loaded.meta)
@@ -415,7 +407,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
-def _finetune(args: argparse.Namespace):
+def _finetune(args: argparse.Namespace, verbose: bool):
     """Load and fine-tune; return (trainer, loaded model, history).
 
     Under torchrun every rank loads all of the data and trains on its slice of each global batch (``--batch-size``
@@ -436,10 +428,7 @@ def _finetune(args: argparse.Namespace):
                                        max_iter=args.max_iter or 10, method=args.method,
                                        finetune=None if args.finetune_mode == "none" else args.finetune_mode,
                                        weight_noise=args.weight_noise)
-    from art_wdat.distributed import is_main_process
-
-    history = trainer.fit(x, y, batch_size=args.batch_size, nb_epochs=args.epochs, seed=args.seed,
-                          verbose=not args.quiet and is_main_process())
+    history = trainer.fit(x, y, batch_size=args.batch_size, nb_epochs=args.epochs, seed=args.seed, verbose=verbose)
     return trainer, loaded, history
 
 

@@ -18,6 +18,16 @@ import torch
 logger = logging.getLogger(__name__)
 
 
+def backend_for(device: str | torch.device = "auto") -> str:
+    """The backend for tensors on ``device``: NCCL reduces CUDA tensors only, gloo CPU ones.
+
+    :param device: "cpu", "cuda"/"gpu" (any index) or "auto" (cuda when available).
+    """
+    kind = str(device).split(":")[0]
+    on_gpu = kind in ("cuda", "gpu") or (kind == "auto" and torch.cuda.is_available())
+    return "nccl" if on_gpu else "gloo"
+
+
 def init_from_env(backend: str | None = None, timeout_s: float = 300.0) -> bool:
     """Join the process group described by torchrun's environment (RANK, WORLD_SIZE, MASTER_ADDR, ...).
 
@@ -31,7 +41,7 @@ def init_from_env(backend: str | None = None, timeout_s: float = 300.0) -> bool:
         return True
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         return False
-    backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
+    backend = backend or backend_for("auto")
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s))

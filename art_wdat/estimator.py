@@ -96,12 +96,12 @@ def forward_fn(estimator, module: torch.nn.Module | None = None) -> Callable[[to
                    hooks and buffer broadcasts are collectives meant for a parameter backward on every rank.
     """
     preprocess = _preprocess_fn(estimator)
+    if module is None and is_ddp(estimator.model):
+        module = estimator.model.module
+    if module is not None:
+        return lambda x: module(preprocess(x))
 
     def forward(x: torch.Tensor) -> torch.Tensor:
-        if module is not None:
-            return module(preprocess(x))
-        if is_ddp(estimator.model):
-            return estimator.model.module(preprocess(x))
         return estimator._model(preprocess(x))[-1]
 
     return forward

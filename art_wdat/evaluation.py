@@ -433,7 +433,10 @@ class _Run:
     settings: EvaluationSettings
     seed: int | None
     process_group: object | None
-    reducer: Reducer
+    reducer: Reducer = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.reducer = default_reducer(self.process_group)
 
     def slowest(self, seconds: float) -> float:
         """The wall time of the slowest rank: what the user waits for."""
@@ -521,8 +524,7 @@ def evaluate(classifier, x: np.ndarray, y: np.ndarray, budgets: float | Sequence
     labels = check_labels(y, x.shape[0], classifier.nb_classes)
     if labels is None or x.shape[0] == 0:
         raise ValueError("evaluate needs at least one input and its labels")
-    run = _Run(classifier, x, labels, p_value, norm_value, settings, seed, process_group,
-               default_reducer(process_group))
+    run = _Run(classifier, x, labels, p_value, norm_value, settings, seed, process_group)
     notes = _notes(classifier, names, settings)
     if run.reducer.world_size > 1:
         notes.append(f"Evaluated on {run.reducer.world_size} ranks (torch.distributed): the distributional attacks "

@@ -143,9 +143,8 @@ def clean_statistics(classifier, x: np.ndarray, y: np.ndarray, p: float = 2.0,
     x, labels = _validated(classifier, x, y)
     ball = WassersteinBall(eps=1.0, p=float(p), norm=parse_norm(norm))
     losses, correct, gnorms = _gradient_pass(classifier, x, labels, resolve_loss(loss), ball, batch_size)
-    wrong = ~correct
     totals = torch.stack([losses.new_tensor(float(x.shape[0])), losses.sum(), correct.double().sum(),
-                          losses[wrong].sum()])
+                          losses.masked_fill(correct, 0.0).sum()])
     n, loss_sum, n_correct, wrong_sum = reducer.sum(totals).tolist()
     upsilon = float(ball.sensitivity(gnorms, reducer))
     n_wrong = int(round(n - n_correct))

@@ -449,8 +449,8 @@ class WassersteinTRADESTrainer(Trainer):
             perm = torch.randperm(n, generator=self._generator).numpy()
             for start in range(0, n, step):
                 glob = perm[start:start + step]
-                idx = np.array_split(glob, world)[rank]
-                offset = sum(len(part) for part in np.array_split(glob, world)[:rank])
+                parts = np.array_split(glob, world)
+                idx, offset = parts[rank], sum(len(part) for part in parts[:rank])
                 yield (*self._to_device(x[idx], labels[idx]), (offset, len(glob)) if world > 1 else None)
 
         return self._train(epoch_batches, math.ceil(n / step), opts)

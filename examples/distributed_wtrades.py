@@ -42,7 +42,7 @@ def main(argv=None) -> list:
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    with distributed.launched("nccl" if device == "cuda" else "gloo") as (world, rank):
+    with distributed.launched(distributed.backend_for(device)) as (world, rank):
         x, y, _, _ = load_digits_split()
         if args.quick:
             x, y = x[:96], y[:96]
