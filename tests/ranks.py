@@ -11,6 +11,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import traceback
+import uuid
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -20,12 +21,12 @@ import torch
 from art_wdat.distributed import shutdown
 
 
-def _entry(job: Callable, rank: int, world: int, tmp: str, args: tuple) -> None:
+def _entry(job: Callable, rank: int, world: int, tmp: str, rendezvous: str, args: tuple) -> None:
     import torch.distributed as dist
 
     try:
         torch.set_num_threads(1)
-        dist.init_process_group("gloo", init_method=f"file://{tmp}/rendezvous", rank=rank, world_size=world,
+        dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world,
                                 timeout=timedelta(seconds=30))
         job(rank, world, tmp, *args)
         shutdown()
@@ -44,8 +45,12 @@ def spawn(job: Callable, world: int, tmp: Path, *args, timeout: float = 120.0) -
     for rank in range(world):
         for name in (f"done{rank}", f"error{rank}.txt"):
             (Path(tmp) / name).unlink(missing_ok=True)
+    # A fresh rendezvous file per spawn: ranks that leave by os._exit do not delete theirs, and a stale one would
+    # send the next group to the old ranks' ports.
+    rendezvous = Path(tmp) / f"rendezvous-{uuid.uuid4().hex}"
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_entry, args=(job, rank, world, str(tmp), args)) for rank in range(world)]
+    procs = [ctx.Process(target=_entry, args=(job, rank, world, str(tmp), str(rendezvous), args))
+             for rank in range(world)]
     for proc in procs:
         proc.start()
     for proc in procs:
