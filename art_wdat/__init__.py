@@ -1,6 +1,8 @@
 """art_wdat: Wasserstein distributional attacks and W-TRADES training for ART's PyTorch classifiers.
 
-Importing the package is cheap and registers nothing global: public names load on first use.
+Importing the package is cheap: public names load on first use, and the only thing it registers is a finder
+that serves the module paths of earlier releases (``art_wdat.metrics``, ``art_wdat.models``, ...) as aliases of
+their new homes (:mod:`art_wdat._moved`).
 """
 
 from __future__ import annotations
@@ -8,13 +10,17 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from art_wdat import _moved
+
 __version__ = "0.1.0"
 
+_moved.install()
+
 _EXPORTS = {
-    "WassersteinDistributionalAttack": "art_wdat.attack",
-    "AttackResult": "art_wdat.attack",
-    "WassersteinBall": "art_wdat.threat",
-    "WassersteinTRADESTrainer": "art_wdat.trainer",
+    "WassersteinDistributionalAttack": "art_wdat.attacks.wasserstein",
+    "AttackResult": "art_wdat.attacks.wasserstein",
+    "WassersteinBall": "art_wdat.core.threat",
+    "WassersteinTRADESTrainer": "art_wdat.training.trainer",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -25,8 +25,9 @@ import torch
 def _worker(rank: int, world: int, rendezvous: str, iters: int, out: str) -> None:
     import torch.distributed as dist
 
-    from art_wdat import WassersteinDistributionalAttack, reduce
-    from art_wdat.models import SmallCNN, make_classifier
+    from art_wdat import WassersteinDistributionalAttack
+    from art_wdat.core import reduce
+    from art_wdat.zoo import SmallCNN, make_classifier
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world,

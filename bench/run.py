@@ -64,7 +64,7 @@ class Row:
 # -- models and data ----------------------------------------------------------------------------------------
 def make_model(name: str) -> torch.nn.Module:
     if name == "smallcnn":
-        from art_wdat.models import SmallCNN
+        from art_wdat.zoo import SmallCNN
 
         return SmallCNN(3, 10, 32, width=32)
     import torchvision
@@ -77,7 +77,7 @@ def make_model(name: str) -> torch.nn.Module:
 
 
 def classifier(model: torch.nn.Module, device: str):
-    from art_wdat.models import make_classifier
+    from art_wdat.zoo import make_classifier
 
     return make_classifier(model.eval(), (3, 32, 32), 10, device=device,
                            optimizer=torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9))
@@ -154,7 +154,7 @@ def attack_rows(model_name: str, args, x, y) -> list:
 
 def trades_row(model_name: str, args, x, y) -> list:
     try:
-        from art_wdat.trainer import WassersteinTRADESTrainer
+        from art_wdat.training.trainer import WassersteinTRADESTrainer
     except ImportError:
         logging.warning("art_wdat.trainer is not available: skipping the W-TRADES row")
         return []

@@ -38,8 +38,8 @@ import torch
 from art.defences.trainer import AdversarialTrainer
 
 from art_wdat import WassersteinDistributionalAttack
-from art_wdat.data import load_digits_split
-from art_wdat.models import SmallCNN, make_classifier
+from art_wdat.zoo import SmallCNN, make_classifier
+from art_wdat.zoo.data import load_digits_split
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -31,8 +31,8 @@ import torch
 from art.attacks.evasion import AutoAttack, AutoProjectedGradientDescent, ProjectedGradientDescent
 
 from art_wdat import WassersteinDistributionalAttack
-from art_wdat.data import load_digits_split, load_npz
-from art_wdat.models import SmallCNN, make_classifier
+from art_wdat.zoo import SmallCNN, make_classifier
+from art_wdat.zoo.data import load_digits_split, load_npz
 
 
 @dataclass

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from art_wdat import WassersteinDistributionalAttack, distributed
-from art_wdat.models import SmallCNN, make_classifier
+from art_wdat.zoo import SmallCNN, make_classifier
 
 
 def main(argv=None) -> dict:

@@ -29,8 +29,8 @@ from art.data_generators import PyTorchDataGenerator
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from art_wdat import WassersteinTRADESTrainer, distributed
-from art_wdat.data import load_digits_split
-from art_wdat.models import SmallCNN, make_classifier
+from art_wdat.zoo import SmallCNN, make_classifier
+from art_wdat.zoo.data import load_digits_split
 
 
 def main(argv=None) -> list:

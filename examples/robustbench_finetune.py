@@ -41,14 +41,14 @@ import torch
 from art.attacks.evasion import AutoAttack, AutoProjectedGradientDescent
 
 from art_wdat import WassersteinDistributionalAttack
-from art_wdat.data import load_dataset
-from art_wdat.models import (
+from art_wdat.training.trainer import WassersteinTRADESTrainer
+from art_wdat.zoo import (
     build_zoo_architecture,
     load_robustbench,
     make_classifier,
     robustbench_checkpoint_path,
 )
-from art_wdat.trainer import WassersteinTRADESTrainer
+from art_wdat.zoo.data import load_dataset
 
 QUICK_MODEL = "Addepalli2022Efficient_RN18"
 

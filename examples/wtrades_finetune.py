@@ -32,9 +32,9 @@ from art.attacks.evasion import AutoProjectedGradientDescent, ProjectedGradientD
 from art.defences.trainer import AdversarialTrainerTRADESPyTorch
 from art.estimators.classification import PyTorchClassifier
 
-from art_wdat.attack import EPS_STEP_RATIO, WassersteinDistributionalAttack
-from art_wdat.models import SmallCNN
-from art_wdat.trainer import WassersteinTRADESTrainer
+from art_wdat.attacks import EPS_STEP_RATIO, WassersteinDistributionalAttack
+from art_wdat.training.trainer import WassersteinTRADESTrainer
+from art_wdat.zoo import SmallCNN
 
 CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10_subset.npz"
 
@@ -79,7 +79,7 @@ def load(settings: Settings) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nda
             x_tr, y_tr, x_te, y_te = (f[k] for k in ("x_train", "y_train", "x_test", "y_test"))
         x_tr, x_te = x_tr.astype(np.float32) / 255.0, x_te.astype(np.float32) / 255.0
     else:
-        from art_wdat.data import load_digits_split
+        from art_wdat.zoo.data import load_digits_split
 
         x_tr, y_tr, x_te, y_te = load_digits_split(test_size=0.25, seed=0)
     if settings.n_train < len(x_tr):  # a seeded subsample; the whole set keeps its order

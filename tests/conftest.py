@@ -10,7 +10,18 @@ import torch
 from art.estimators.classification import PyTorchClassifier
 from sklearn.datasets import load_digits
 
+#: The developers' real CIFAR-10 subset (``../shared/data`` next to the repository): tests and benchmarks only.
 SHARED_CIFAR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10_subset.npz"
+
+
+def shared_cifar10_subset() -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray, np.ndarray] | None:
+    """The shared CIFAR-10 subset through the library's npz loader: 4,660 training and the first 846 test images.
+
+    :return: ``(x_train, y_train, x_test, y_test)`` scaled to [0, 1], or None when the file is absent.
+    """
+    from art_wdat.zoo.data import load_npz  # imported here: conftest itself should not need the library
+
+    return load_npz(SHARED_CIFAR) if SHARED_CIFAR.is_file() else None
 
 
 def digits_cnn(seed: int = 0) -> torch.nn.Module:

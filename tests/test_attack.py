@@ -258,7 +258,7 @@ def test_streaming_from_host_memory_gives_the_same_result(digits_clf, digits, me
     _, _, x, y = digits
     kwargs = dict(eps=0.1, p=2, method=method, max_iter=6, batch_size=50, verbose=False)
     in_memory = WassersteinDistributionalAttack(digits_clf, **kwargs).generate(x, y)
-    with caplog.at_level("INFO", logger="art_wdat.attack"):
+    with caplog.at_level("INFO", logger="art_wdat.attacks"):
         streamed = WassersteinDistributionalAttack(digits_clf, max_device_bytes=1024, **kwargs).generate(x, y)
     assert "Streaming" in caplog.text
     np.testing.assert_allclose(streamed, in_memory, atol=1e-6)

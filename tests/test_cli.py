@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from art_wdat import cli
-from art_wdat.demo import DemoReport
-from art_wdat.models import SmallCNN, save_checkpoint_model
+from art_wdat.cli.demo import DemoReport
+from art_wdat.zoo import SmallCNN, save_checkpoint_model
 
 
 def run(argv, capsys) -> tuple[int, str, str]:

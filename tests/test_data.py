@@ -7,18 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from art_wdat.data import (
-    SHARED_CIFAR10_SUBSET,
-    load_cifar10,
-    load_cifar100,
-    load_dataset,
-    load_digits_split,
-    load_npz,
-    shared_cifar10_subset,
-)
+from art_wdat.zoo.data import load_cifar10, load_cifar100, load_dataset, load_digits_split, load_npz
+from tests.conftest import SHARED_CIFAR, shared_cifar10_subset
 
 needs_shared_subset = pytest.mark.skipif(
-    not SHARED_CIFAR10_SUBSET.is_file(), reason=f"shared CIFAR-10 subset not found at {SHARED_CIFAR10_SUBSET}"
+    not SHARED_CIFAR.is_file(), reason=f"shared CIFAR-10 subset not found at {SHARED_CIFAR}"
 )
 
 
@@ -201,10 +194,10 @@ def test_shared_cifar10_subset() -> None:
 
 @needs_shared_subset
 def test_shared_subset_through_npz_spec() -> None:
-    x, y = load_dataset(f"npz:{SHARED_CIFAR10_SUBSET}", n_samples=10)
+    x, y = load_dataset(f"npz:{SHARED_CIFAR}", n_samples=10)
     assert x.shape == (10, 3, 32, 32) and y.shape == (10,)
 
 
 def test_shared_subset_absent_gives_none(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr("art_wdat.data.SHARED_CIFAR10_SUBSET", tmp_path / "absent.npz")
+    monkeypatch.setattr("tests.conftest.SHARED_CIFAR", tmp_path / "absent.npz")
     assert shared_cifar10_subset() is None

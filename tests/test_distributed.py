@@ -23,7 +23,7 @@ def _attack(clf, x, y, p, method):
 
 
 def _train(clf, x, y, batch_size: int):
-    from art_wdat.trainer import WassersteinTRADESTrainer
+    from art_wdat.training.trainer import WassersteinTRADESTrainer
 
     trainer = WassersteinTRADESTrainer(clf, eps=0.1, p=2, max_iter=3)
     trainer.fit(x, y, batch_size=batch_size, nb_epochs=1, seed=3, verbose=False)
@@ -31,7 +31,7 @@ def _train(clf, x, y, batch_size: int):
 
 
 def _digits_trainee():
-    from art_wdat.models import SmallCNN, make_classifier
+    from art_wdat.zoo import SmallCNN, make_classifier
 
     torch.manual_seed(0)
     model = SmallCNN(1, 10, 8, width=8)

@@ -18,7 +18,7 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
-from art_wdat.checkpoint import LAST, load_checkpoint
+from art_wdat.training.checkpoint import LAST, load_checkpoint
 from tests.ranks import errors, spawn
 
 WORLD = 2
@@ -33,7 +33,7 @@ UNEQUAL = (15, 12)  # the per-rank shards of the unequal generator job: last mic
 def _module(tmp: str | Path) -> torch.nn.Module:
     """The pretrained SmallCNN: at initialisation the logits hardly depend on the input, and neither the KL term
     nor the inner maximisation (whose shared budget the tests check) would move the weights by more than 1e-5."""
-    from art_wdat.models import SmallCNN
+    from art_wdat.zoo import SmallCNN
 
     module = SmallCNN(1, 10, 8, width=8)
     module.load_state_dict(torch.load(Path(tmp) / "pretrained.pt", weights_only=True))
@@ -42,7 +42,7 @@ def _module(tmp: str | Path) -> torch.nn.Module:
 
 def _pretrain(path: Path) -> None:
     """A few epochs of plain cross-entropy on digits the tests do not train on (under a second)."""
-    from art_wdat.models import SmallCNN
+    from art_wdat.zoo import SmallCNN
 
     d = load_digits()
     x = torch.from_numpy((d.images[N:N + 640] / 16.0).astype(np.float32)[:, None])
@@ -59,13 +59,13 @@ def _pretrain(path: Path) -> None:
 
 
 def _classifier(model: torch.nn.Module, params):
-    from art_wdat.models import make_classifier
+    from art_wdat.zoo import make_classifier
 
     return make_classifier(model, (1, 8, 8), 10, optimizer=torch.optim.SGD(params, lr=0.02, momentum=0.9))
 
 
 def _trainer(clf, **kwargs):
-    from art_wdat.trainer import WassersteinTRADESTrainer
+    from art_wdat.training.trainer import WassersteinTRADESTrainer
 
     # The KL everywhere (ReKL's mask would switch off inputs the pretrained model already gets wrong) and a start
     # noise well above rounding: ∇KL vanishes at x, so with TRADES' 0.001 the first ascent direction is set by

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from art_wdat import cli, metrics
-from art_wdat.evaluation import EvaluationResult, EvaluationSettings, evaluate
-from art_wdat.models import SmallCNN, save_checkpoint_model
+from art_wdat import cli
+from art_wdat.evaluation import EvaluationResult, EvaluationSettings, evaluate, metrics
+from art_wdat.zoo import SmallCNN, save_checkpoint_model
 from tests.ranks import digits_shard, errors, spawn
 
 SHARDS = (37, 23)  # unequal on purpose

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from art_wdat import evaluation
-from art_wdat.attack import WassersteinDistributionalAttack
-from art_wdat.demo import DemoConfig, load_demo_data, train_demo_model
+from art_wdat.attacks.wasserstein import WassersteinDistributionalAttack
+from art_wdat.cli.demo import DemoConfig, load_demo_data, train_demo_model
 from art_wdat.evaluation import EvaluationResult, EvaluationSettings, evaluate
+from art_wdat.training.checkpoint import seed_everything
 
 BUDGETS = [0.05, 0.15]
 SETTINGS = EvaluationSettings(max_iter=5, batch_size=64, autoattack_max_iter=5)
@@ -76,14 +77,14 @@ def test_rows_agree_with_direct_calls(demo_model, result, name):
     clf, x, y = demo_model
     budget = BUDGETS[-1]
     attack = _direct_attack(name, clf, budget)
-    evaluation.seed_everything(3)
+    seed_everything(3)
     x_adv = attack.generate(x, y)
     direct = float((clf.predict(x_adv).argmax(axis=1) == y).mean())
     assert result.budgets[-1].accuracy(name) == direct
 
 
 def test_bound_row_agrees_with_metrics(demo_model, result):
-    from art_wdat import metrics
+    from art_wdat.evaluation import metrics
 
     clf, x, y = demo_model
     stats = metrics.clean_statistics(clf, x, y, p=2.0, loss="redlr")
@@ -105,7 +106,7 @@ def test_json_round_trip_and_markdown(result, tmp_path):
     table = evaluation.compare_markdown(result, again, ("a", "b"))
     assert "| 0.05 | W-PGD | " in table and "+0.0000" in table
 
-    from art_wdat.plotting import plot_accuracy
+    from art_wdat.evaluation.plotting import plot_accuracy
 
     png = plot_accuracy({"before": result, "after": again}, tmp_path / "sub" / "curve.png", title="t")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -138,7 +139,7 @@ def test_bad_arguments(demo_model):
 
 
 def test_binary_model_falls_back_to_ce():
-    from art_wdat.models import make_classifier
+    from art_wdat.zoo import make_classifier
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))

@@ -8,9 +8,15 @@ import torch
 from art.estimators.classification import PyTorchClassifier
 from torch import nn
 
-from art_wdat.finetune import apply_finetune, find_last_linear, freeze_except_last, parameter_blocks, perturb_weights
-from art_wdat.models import SmallCNN
-from art_wdat.trainer import WassersteinTRADESTrainer
+from art_wdat.training.finetune import (
+    apply_finetune,
+    find_last_linear,
+    freeze_except_last,
+    parameter_blocks,
+    perturb_weights,
+)
+from art_wdat.training.trainer import WassersteinTRADESTrainer
+from art_wdat.zoo import SmallCNN
 
 
 def small_net(width: int = 8, seed: int = 0) -> nn.Module:
@@ -109,7 +115,7 @@ def test_blocks_and_freezing():
 
 
 def test_trainer_freezes_for_the_fit_only():
-    from art_wdat.data import load_digits_split
+    from art_wdat.zoo.data import load_digits_split
 
     x, y, _, _ = load_digits_split()
     model = small_net()
@@ -139,7 +145,7 @@ def _aa_accuracy(clf: PyTorchClassifier, x: np.ndarray, y: np.ndarray, eps: floa
 
 
 def _wpgd_accuracy(clf: PyTorchClassifier, x: np.ndarray, y: np.ndarray, eps: float) -> float:
-    from art_wdat.attack import WassersteinDistributionalAttack
+    from art_wdat.attacks.wasserstein import WassersteinDistributionalAttack
 
     attack = WassersteinDistributionalAttack(clf, eps=eps, p=2, norm=np.inf, loss="redlr", max_iter=30,
                                              batch_size=512, verbose=False)
@@ -168,7 +174,7 @@ def test_wtrades_finetuning_adds_distributional_robustness_and_keeps_pointwise_r
     β = 3 +2.1 (β = 3 with method="budget" +1.9, with finetune="perturb" 0 to +0.1); sensitivity_weight=1
     -1.9; finetune="reinit_last" at this learning rate loses 16 points of AutoAttack-style accuracy.
     """
-    from art_wdat.data import load_digits_split
+    from art_wdat.zoo.data import load_digits_split
 
     x_tr, y_tr, x_te, y_te = load_digits_split(test_size=0.25, seed=0)
     eps = 0.1

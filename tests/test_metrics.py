@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from art_wdat import metrics
-from art_wdat.attack import WassersteinDistributionalAttack
-from art_wdat.models import make_classifier
-from art_wdat.threat import conjugate
+from art_wdat.attacks.wasserstein import WassersteinDistributionalAttack
+from art_wdat.core.threat import conjugate
+from art_wdat.evaluation import metrics
+from art_wdat.zoo import make_classifier
 
 SHAPE = (3, 2, 2)
 N_CLASSES = 4

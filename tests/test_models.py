@@ -11,8 +11,7 @@ import torch
 from art.estimators.classification import PyTorchClassifier
 from torch import nn
 
-from art_wdat.data import load_digits_split
-from art_wdat.models import (
+from art_wdat.zoo import (
     ModelUnavailableError,
     SmallCNN,
     load_local_checkpoint,
@@ -20,6 +19,7 @@ from art_wdat.models import (
     read_checkpoint,
     save_checkpoint_model,
 )
+from art_wdat.zoo.data import load_digits_split
 
 # ---------------------------------------------------------------------------------------------------
 # SmallCNN

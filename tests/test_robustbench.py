@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from art_wdat.models import (
+from art_wdat.zoo import (
     ModelUnavailableError,
     build_zoo_architecture,
     load_local_checkpoint,
@@ -24,7 +24,7 @@ from art_wdat.models import (
     robustbench_checkpoint_path,
     save_checkpoint_model,
 )
-from art_wdat.robustbench_compat import AUTOATTACK_SUBMODULES, ensure_autoattack_alias, import_robustbench
+from art_wdat.zoo.robustbench_compat import AUTOATTACK_SUBMODULES, ensure_autoattack_alias, import_robustbench
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # A cheap cifar10/Linf zoo entry: a plain ResNet-18 (robustbench's default "Standard" is a WRN-28-10).
@@ -105,7 +105,7 @@ def test_real_autoattack_package_wins(tmp_path: Path) -> None:
     (fake / "__init__.py").write_text("REAL = True\n")
     result = _run_python(
         """
-        from art_wdat.robustbench_compat import ensure_autoattack_alias
+        from art_wdat.zoo.robustbench_compat import ensure_autoattack_alias
         module = ensure_autoattack_alias()
         assert getattr(module, "REAL", False), module
         assert ensure_autoattack_alias() is module
@@ -122,7 +122,7 @@ def test_broken_real_autoattack_is_not_masked(tmp_path: Path) -> None:
     (fake / "__init__.py").write_text("import some_dependency_that_is_missing\n")
     result = _run_python(
         """
-        from art_wdat.robustbench_compat import ensure_autoattack_alias
+        from art_wdat.zoo.robustbench_compat import ensure_autoattack_alias
         try:
             ensure_autoattack_alias()
         except ModuleNotFoundError as err:
@@ -140,7 +140,7 @@ def test_missing_pkg_resources_gives_setuptools_hint() -> None:
         """
         import sys
         sys.modules["pkg_resources"] = None  # what a setuptools>=81 environment looks like
-        from art_wdat.robustbench_compat import import_robustbench
+        from art_wdat.zoo.robustbench_compat import import_robustbench
         try:
             import_robustbench()
         except ImportError as err:

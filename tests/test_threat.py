@@ -10,8 +10,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from art_wdat.reduce import LOCAL
-from art_wdat.threat import WassersteinBall, conjugate, power_mean, project_l1_ball
+from art_wdat.core.norms import conjugate, power_mean, project_l1_ball
+from art_wdat.core.reduce import LOCAL
+from art_wdat.core.threat import WassersteinBall
 
 PS = [1.0, 1.5, 2.0, 4.0, math.inf]
 NORMS = [1.0, 2.0, math.inf]

@@ -16,11 +16,11 @@ import torch
 import torch.nn.functional as F
 from art.estimators.classification import PyTorchClassifier
 
-from art_wdat.attack import WassersteinDistributionalAttack
-from art_wdat.checkpoint import LAST
-from art_wdat.data import load_digits_split
-from art_wdat.models import SmallCNN
-from art_wdat.trainer import WassersteinTRADESTrainer
+from art_wdat.attacks.wasserstein import WassersteinDistributionalAttack
+from art_wdat.training.checkpoint import LAST
+from art_wdat.training.trainer import WassersteinTRADESTrainer
+from art_wdat.zoo import SmallCNN
+from art_wdat.zoo.data import load_digits_split
 
 EPS = 0.1  # ℓ∞ budget on digits (pixels in [0, 1], 17 grey levels)
 
@@ -314,7 +314,7 @@ def test_checkpoint_holds_plain_values_only(digits, tmp_path):
 def test_resume_without_a_checkpoint_starts_afresh(digits, tmp_path, caplog):
     x_tr, y_tr, _, _ = digits
     trainer, _ = _resumable()
-    with caplog.at_level(logging.WARNING, logger="art_wdat.trainer"):
+    with caplog.at_level(logging.WARNING, logger="art_wdat.training"):
         history = trainer.fit(x_tr[:32], y_tr[:32], batch_size=32, nb_epochs=1, checkpoint_dir=tmp_path / "new",
                               resume=True, verbose=False)
     assert len(history) == 1 and "No checkpoint" in caplog.text
@@ -360,7 +360,7 @@ def test_fit_reports_validation_and_leaves_inputs_alone(digits):
 def test_amp_is_ignored_on_cpu_with_a_warning(digits, caplog):
     x_tr, y_tr, _, _ = digits
     trainer = WassersteinTRADESTrainer(make_classifier(make_model(width=8)), eps=EPS, max_iter=1, amp=True)
-    with caplog.at_level(logging.WARNING, logger="art_wdat.trainer"):
+    with caplog.at_level(logging.WARNING, logger="art_wdat.training"):
         trainer.fit(x_tr[:32], y_tr[:32], batch_size=32, nb_epochs=1, verbose=False)
     assert "amp" in caplog.text
 

@@ -28,9 +28,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING, TypeGuard
 
 import numpy as np
 import torch
+
+from art_wdat.core.steps import Clip
+
+if TYPE_CHECKING:
+    from art.estimators.classification import PyTorchClassifier
+    from torch.nn.parallel import DistributedDataParallel
 
 Preprocess = Callable[[torch.Tensor], torch.Tensor]
 
@@ -63,12 +70,12 @@ def _art_can_chain(operations: list) -> bool:
     return len(operations) == 1 or (len(operations) == 2 and isinstance(operations[-1], standardisation))
 
 
-def device_of(estimator) -> torch.device:
+def device_of(estimator: PyTorchClassifier) -> torch.device:
     """The device the estimator's model runs on."""
     return torch.device(estimator.device)
 
 
-def is_ddp(module: object) -> bool:
+def is_ddp(module: object) -> TypeGuard[DistributedDataParallel]:
     """Whether ``module`` is a ``torch.nn.parallel.DistributedDataParallel`` wrapper."""
     from torch.nn.parallel import DistributedDataParallel
 
@@ -80,7 +87,8 @@ def unwrap(module: torch.nn.Module) -> torch.nn.Module:
     return module.module if is_ddp(module) else module
 
 
-def forward_fn(estimator, module: torch.nn.Module | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
+def forward_fn(estimator: PyTorchClassifier,
+               module: torch.nn.Module | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
     """Differentiable map from raw inputs to the model's outputs, through the estimator's preprocessing.
 
     See the module docstring for how numpy and non-differentiable defences are handled; postprocessors are
@@ -107,7 +115,7 @@ def forward_fn(estimator, module: torch.nn.Module | None = None) -> Callable[[to
     return forward
 
 
-def _preprocess_fn(estimator) -> Preprocess:
+def _preprocess_fn(estimator: PyTorchClassifier) -> Preprocess:
     """The estimator's predict-time preprocessing as a differentiable torch map (ART's gradient conventions)."""
     from art.defences.preprocessor.preprocessor import PreprocessorPyTorch
 
@@ -137,7 +145,7 @@ class _NumpyPreprocessing(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, estimator) -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor, estimator: PyTorchClassifier) -> torch.Tensor:
         x_np = x.detach().cpu().numpy()
         x_pre, _ = estimator._apply_preprocessing(x_np, y=None, fit=False)
         if x_pre.shape[0] != x_np.shape[0]:
@@ -157,7 +165,7 @@ class _NumpyPreprocessing(torch.autograd.Function):
         return torch.tensor(np.asarray(grad_x), dtype=grad.dtype, device=grad.device), None
 
 
-def clip_box(estimator, device: torch.device) -> tuple | None:
+def clip_box(estimator: PyTorchClassifier, device: torch.device) -> Clip | None:
     """The estimator's ``clip_values`` as a pair of float32 tensors on ``device``, or None."""
     if estimator.clip_values is None:
         return None
@@ -166,7 +174,7 @@ def clip_box(estimator, device: torch.device) -> tuple | None:
 
 
 @contextmanager
-def eval_mode(estimator) -> Iterator[None]:
+def eval_mode(estimator: PyTorchClassifier) -> Iterator[None]:
     """Put the model in eval mode (batch-norm statistics frozen, no dropout) and restore its mode after."""
     module = estimator.model
     was_training = module.training

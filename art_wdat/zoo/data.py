@@ -4,37 +4,31 @@
 * ``cifar10`` / ``cifar100``: torchvision's datasets read from a local folder (``--data-dir``).
 * ``npz:PATH``: a numpy archive with ``x_test``, ``y_test`` (and optionally ``x_train``, ``y_train``).
 
-:func:`load_dataset` dispatches on those names; :func:`shared_cifar10_subset` is for tests and benchmarks.
+:func:`load_dataset` dispatches on those names.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-logger = logging.getLogger(__name__)
+from art_wdat.validation import check_int
 
 DATASETS = ("digits", "cifar10", "cifar100", "npz:PATH")
 SPLITS = ("train", "test")
 DEFAULT_DATA_DIR = "./data"
 
-#: ``../shared/data/cifar10_subset.npz`` relative to the repository root (tests and benchmarks only).
-SHARED_CIFAR10_SUBSET = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10_subset.npz"
-
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
 def _check_n_samples(n_samples: int | None) -> int | None:
+    """``n_samples`` as an int >= 1, or None (all examples)."""
     if n_samples is None:
         return None
-    if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)):
-        raise TypeError(f"n_samples must be an int or None, got {type(n_samples).__name__}")
-    if n_samples < 1:
-        raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+    check_int("n_samples", n_samples, low=1)
     return int(n_samples)
 
 
@@ -214,6 +208,16 @@ def load_npz(path: str | os.PathLike) -> tuple[np.ndarray | None, np.ndarray | N
     return x_train, y_train, test[0], test[1]
 
 
+def _npz_split(path: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(x, y)`` of ``split`` ("train" or "test") of the archive at ``path``."""
+    x_train, y_train, x_test, y_test = load_npz(path)
+    if split != "train":
+        return x_test, y_test
+    if x_train is None or y_train is None:
+        raise ValueError(f"{path} has no x_train/y_train arrays for split='train'")
+    return x_train, y_train
+
+
 # --------------------------------------------------------------------------------------------------
 # dispatch
 # --------------------------------------------------------------------------------------------------
@@ -245,26 +249,6 @@ def load_dataset(
         loader = load_cifar10 if spec == "cifar10" else load_cifar100
         return loader(folder, train=split == "train", n_samples=n_samples)
     if spec.startswith("npz:") and len(spec) > len("npz:"):
-        path = spec[len("npz:"):]
-        x_train, y_train, x_test, y_test = load_npz(path)
-        if split == "train":
-            if x_train is None:
-                raise ValueError(f"{path} has no x_train/y_train arrays for split='train'")
-            return _head(x_train, y_train, n_samples)
-        return _head(x_test, y_test, n_samples)
+        return _head(*_npz_split(spec[len("npz:"):], split), n_samples)
     raise ValueError(f"unknown dataset {spec!r}; choose from {', '.join(DATASETS)}")
 
-
-def shared_cifar10_subset() -> Arrays | None:
-    """The developers' real CIFAR-10 subset, for tests and benchmarks only.
-
-    Reads ``../shared/data/cifar10_subset.npz`` relative to the repository root: 4,660 training and the
-    first 846 test images. Nothing in the library itself may depend on it.
-
-    :return: ``(x_train, y_train, x_test, y_test)`` scaled to [0, 1], or None when the file is absent.
-    """
-    if not SHARED_CIFAR10_SUBSET.is_file():
-        logger.debug("shared CIFAR-10 subset not found at %s", SHARED_CIFAR10_SUBSET)
-        return None
-    x_train, y_train, x_test, y_test = load_npz(SHARED_CIFAR10_SUBSET)
-    return x_train, y_train, x_test, y_test

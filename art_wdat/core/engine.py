@@ -5,34 +5,39 @@ also yields the predictions of that iterate (so the best iterate costs no extra 
 one step of the whole distribution, whose normalisation (Υ) and feasibility map (C) need every
 sample's gradient and perturbation norms. Statistics stay on the device until the run ends: the
 loop has no ``.item()`` and no host copy.
+
+The solvers share this loop and differ only in their step (:mod:`art_wdat.core.steps`), picked once per restart.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 from tqdm.auto import tqdm
 
-from art_wdat.losses import LossFn
-from art_wdat.reduce import LOCAL, Reducer
-from art_wdat.threat import WassersteinBall, _bcast
+from art_wdat.core.losses import LossFn
+from art_wdat.core.reduce import LOCAL, Reducer
+from art_wdat.core.steps import BudgetStep, Clip, Step, WPGDStep
+from art_wdat.core.threat import WassersteinBall
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
-METHODS = ("wpgd", "budget")
+#: How the loop steps: W-PGD (the whole distribution) or W-PGD-Budget (per-input balls).
+StepMethod = Literal["wpgd", "budget"]
 
 
 @dataclass(frozen=True)
 class AttackConfig:
-    """How to attack; see :class:`~art_wdat.attack.WassersteinDistributionalAttack` for each field."""
+    """How to attack; see :class:`~art_wdat.attacks.wasserstein.WassersteinDistributionalAttack` for each field."""
 
     ball: WassersteinBall
     loss_fn: LossFn
     eps_step: float
     max_iter: int
-    method: str = "wpgd"
+    method: StepMethod = "wpgd"
     batch_size: int = 128
     targeted: bool = False
     keep_best: bool = True
@@ -52,15 +57,15 @@ class AttackTrace:
     :ivar best_restart: The restart the returned iterate came from.
     """
 
-    success_rate: list = field(default_factory=list)
-    loss: list = field(default_factory=list)
+    success_rate: list[float] = field(default_factory=list)
+    loss: list[float] = field(default_factory=list)
     sensitivity: float = float("nan")
     budgets: torch.Tensor | None = None
     best_iteration: int = -1
     best_restart: int = 0
 
 
-def _batches(n: int, batch_size: int):
+def _batches(n: int, batch_size: int) -> Iterator[slice]:
     return (slice(i, min(i + batch_size, n)) for i in range(0, n, batch_size))
 
 
@@ -72,7 +77,7 @@ def _labels_of(target: torch.Tensor) -> torch.Tensor:
 class GradientPass:
     """One sweep over the data at an iterate: per-sample loss, win flag and (optionally) ∇x, batch by batch.
 
-    Also used by :mod:`art_wdat.metrics` for the sensitivity at the clean data.
+    Also used by :mod:`art_wdat.evaluation.metrics` for the sensitivity at the clean data.
     """
 
     def __init__(self, forward: Forward, target: torch.Tensor, cfg: AttackConfig, device: torch.device) -> None:
@@ -83,7 +88,7 @@ class GradientPass:
         #: First iteration whose logits held a NaN (-1: none), kept on the device to avoid a sync per pass.
         self.nan_at = torch.full((), -1, dtype=torch.long, device=device)
 
-    def _loss(self, xb: torch.Tensor, sl: slice, it: int):
+    def _loss(self, xb: torch.Tensor, sl: slice, it: int) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.forward(xb)
         fresh = (self.nan_at < 0) & torch.isnan(logits).any()
         self.nan_at = torch.where(fresh, torch.full_like(self.nan_at, it), self.nan_at)
@@ -94,7 +99,8 @@ class GradientPass:
         hit = logits.argmax(dim=1) == self.labels[sl]
         return losses, hit if self.cfg.targeted else ~hit
 
-    def __call__(self, x_adv: torch.Tensor, grad_out: torch.Tensor | None, it: int):
+    def __call__(self, x_adv: torch.Tensor, grad_out: torch.Tensor | None,
+                 it: int) -> tuple[torch.Tensor, torch.Tensor]:
         n = x_adv.shape[0]
         losses = x_adv.new_empty(n)
         wins = torch.empty(n, dtype=torch.bool, device=x_adv.device)
@@ -114,37 +120,14 @@ class GradientPass:
         return losses, wins
 
 
-class _Stepper:
-    """Moves the distribution one step and maps it back into the ball and the clip box."""
-
-    def __init__(self, cfg: AttackConfig, x: torch.Tensor, clip, reducer: Reducer) -> None:
-        self.cfg, self.x, self.clip, self.reducer = cfg, x, clip, reducer
-        self.ball = cfg.ball
-        self.radius: torch.Tensor | None = None
-        rounds = max(1, min(cfg.budget_rounds, cfg.max_iter))
-        self.allocate_at = {round(k * cfg.max_iter / rounds) for k in range(rounds)}
-
-    def _clip(self, t: torch.Tensor) -> torch.Tensor:
-        return t if self.clip is None else t.clamp_(self.clip[0], self.clip[1])
-
-    def __call__(self, x_adv: torch.Tensor, grad: torch.Tensor, it: int) -> None:
-        gnorms = self.ball.dual_norms(grad)
-        if self.cfg.method == "budget":
-            if it in self.allocate_at:
-                spent = None if self.radius is None else self.ball.ground_norms(x_adv - self.x)
-                self.radius = self.ball.allocate(gnorms, self.reducer, spent)
-            scale = (self.cfg.eps_step / self.ball.eps) * self.radius
-        else:
-            scale = self.cfg.eps_step * self.ball.step_weights(gnorms, self.reducer)
-        x_adv.add_(self.ball.unit_direction(grad) * _bcast(scale, x_adv))
-        # Clip first, project second (ART's order): every feasibility map moves coordinates towards x,
-        # so the result stays in the box, and the shrink sees the cost that clipping left.
-        delta = self._clip(x_adv) - self.x
-        if self.cfg.method == "budget":
-            delta = self.ball.project_pointwise(delta, self.radius)
-        else:
-            delta = self.ball.project(delta, self.reducer)
-        self._clip(torch.add(self.x, delta, out=x_adv))
+def step_for(cfg: AttackConfig, x: torch.Tensor, clip: Clip | None, reducer: Reducer) -> Step:
+    """The step of ``cfg.method``, picked once per restart, with no budgets allocated yet."""
+    if cfg.method == "budget":
+        return BudgetStep(cfg.ball, cfg.eps_step, x, clip, reducer, max_iter=cfg.max_iter,
+                          budget_rounds=cfg.budget_rounds)
+    if cfg.method == "wpgd":
+        return WPGDStep(cfg.ball, cfg.eps_step, x, clip, reducer)
+    raise ValueError(f"`method` must be 'wpgd' or 'budget', got {cfg.method!r}.")
 
 
 class _Best:
@@ -164,10 +147,74 @@ class _Best:
         self.where = torch.where(better, torch.tensor([restart, it], device=x_adv.device), self.where)
 
 
-def run_attack(forward: Forward, x: torch.Tensor, target: torch.Tensor, cfg: AttackConfig, *,
-               start: Callable[[torch.Tensor], torch.Tensor] | None = None, restarts: int = 1,
-               clip: tuple | None = None, reducer: Reducer = LOCAL, track: bool = True,
-               verbose: bool = False, device: torch.device | None = None) -> tuple[torch.Tensor, AttackTrace]:
+class _Record:
+    """What a tracked run keeps on the device: every iterate's (wins, total loss), the best iterate, Υ at the start."""
+
+    def __init__(self, x: torch.Tensor, cfg: AttackConfig, reducer: Reducer) -> None:
+        self.cfg, self.reducer = cfg, reducer
+        self.history: list[torch.Tensor] = []
+        self.best = _Best(x, reducer) if cfg.keep_best else None
+        self.upsilon: torch.Tensor | None = None
+
+    def observe(self, x_adv: torch.Tensor, losses: torch.Tensor, wins: torch.Tensor, grad: torch.Tensor,
+                restart: int, it: int) -> None:
+        """Score the iterate ``x_adv`` from its gradient pass; the first call also takes Υ from ``grad``."""
+        score = self.reducer.sum(torch.stack([wins.double().sum(), losses.double().sum()]))
+        self.history.append(score)
+        if self.best is not None:
+            self.best.offer(x_adv, score, restart, it)
+        if self.upsilon is None:
+            self.upsilon = self.cfg.ball.sensitivity(self.cfg.ball.dual_norms(grad), self.reducer)
+
+    def trace(self, x: torch.Tensor, restarts: int) -> AttackTrace:
+        """The host-side trace of the returned iterate's restart (one sync, at the end of the run)."""
+        cfg, trace = self.cfg, AttackTrace()
+        trace.sensitivity = float(self.upsilon) if self.upsilon is not None else float("nan")
+        n = self.reducer.sum(x.new_tensor(float(x.shape[0]), dtype=torch.float64)).clamp_min(1.0)
+        h = (torch.stack(self.history) / n).cpu()
+        if self.best is not None:
+            trace.best_restart, trace.best_iteration = (int(v) for v in self.best.where.cpu())
+        else:
+            trace.best_restart, trace.best_iteration = restarts - 1, cfg.max_iter
+        per_run = cfg.max_iter + 1
+        sl = slice(trace.best_restart * per_run, (trace.best_restart + 1) * per_run)
+        trace.success_rate, trace.loss = h[:, 0].tolist()[sl], h[:, 1].tolist()[sl]
+        if cfg.targeted:
+            trace.loss = [-v for v in trace.loss]
+        return trace
+
+
+def _climb(one_pass: GradientPass, step: Step, x_adv: torch.Tensor, grad: torch.Tensor, restart: int,
+           record: _Record | None, bar: tqdm) -> None:
+    """One restart: ``max_iter`` steps of ``x_adv`` in place, plus a last pass that scores the final iterate."""
+    max_iter = one_pass.cfg.max_iter
+    for it in range(max_iter + (0 if record is None else 1)):
+        last = it == max_iter
+        losses, wins = one_pass(x_adv, None if last else grad, it)
+        if record is not None:
+            record.observe(x_adv, losses, wins, grad, restart, it)
+        if not last:
+            step(x_adv, grad, it)
+            bar.update(1)
+
+
+def _raise_on_nan(one_pass: GradientPass, reducer: Reducer, restart: int) -> None:
+    """Raise ValueError if the model returned NaN logits on any rank during restart ``restart``.
+
+    One sync per restart, not per iteration. Reduced first: every rank must raise together, or the others hang
+    in a collective.
+    """
+    nan_at = reducer.max(one_pass.nan_at)
+    if int(nan_at) >= 0:
+        raise ValueError(f"The model returned NaN logits during the attack (restart {restart}, iteration "
+                         f"{int(nan_at)}); check the model and the inputs.")
+
+
+def run_distribution_attack(forward: Forward, x: torch.Tensor, target: torch.Tensor, cfg: AttackConfig, *,
+                            start: Callable[[torch.Tensor], torch.Tensor] | None = None, restarts: int = 1,
+                            clip: Clip | None = None, reducer: Reducer = LOCAL, track: bool = True,
+                            verbose: bool = False, device: torch.device | None = None
+                            ) -> tuple[torch.Tensor, AttackTrace]:
     """Attack the distribution ``x`` (all of it: the budget is shared) and return (x_adv, trace).
 
     :param forward: Maps a batch of inputs (as in ``x``) to logits, differentiably.
@@ -177,61 +224,29 @@ def run_attack(forward: Forward, x: torch.Tensor, target: torch.Tensor, cfg: Att
     :param start: Maps x to a start point for each restart; ``None`` starts at x.
     :param restarts: Number of runs from ``start``; the best iterate over all of them is returned.
     :param clip: (min, max) of the input box, or ``None``.
-    :param reducer: Sums and maxima over the whole distribution (see :mod:`art_wdat.reduce`).
+    :param reducer: Sums and maxima over the whole distribution (see :mod:`art_wdat.core.reduce`).
     :param track: Keep the best iterate and per-iterate statistics. ``False`` returns the last iterate
         and skips the final evaluation pass (used by the trainer's inner maximisation).
     :param verbose: Show a tqdm progress bar over iterations.
     :param device: Where the model runs, if not where ``x`` is: then ``x`` and every tensor of its size stay
         where they are (host memory, for inputs larger than the device) and batches are streamed.
     """
-    trace = AttackTrace()
     if cfg.ball.eps == 0:
-        return x.clone(), trace
+        return x.clone(), AttackTrace()
     one_pass = GradientPass(forward, target, cfg, device or x.device)
     grad = torch.empty_like(x)
-    best = _Best(x, reducer) if track and cfg.keep_best else None
-    history, ups0 = [], None
+    record = _Record(x, cfg, reducer) if track else None
     bar = tqdm(total=restarts * cfg.max_iter, desc=f"W-PGD ({cfg.method})", disable=not verbose, leave=False)
     for restart in range(restarts):
         x_adv = x.clone() if start is None else start(x)
-        stepper = _Stepper(cfg, x, clip, reducer)
-        for it in range(cfg.max_iter + (1 if track else 0)):
-            last = it == cfg.max_iter
-            losses, wins = one_pass(x_adv, None if last else grad, it)
-            if track:
-                score = reducer.sum(torch.stack([wins.double().sum(), losses.double().sum()]))
-                history.append(score)
-                if best is not None:
-                    best.offer(x_adv, score, restart, it)
-            if track and ups0 is None:
-                ups0 = cfg.ball.sensitivity(cfg.ball.dual_norms(grad), reducer)
-            if not last:
-                stepper(x_adv, grad, it)
-                bar.update(1)
-        # One sync per restart, not per iteration; skipped untracked (the trainer's inner loop, where a NaN
-        # shows in the loss). Reduced first: every rank must raise together, or the others hang in a collective.
-        nan_at = reducer.max(one_pass.nan_at) if track else None
-        if nan_at is not None and int(nan_at) >= 0:
-            raise ValueError(f"The model returned NaN logits during the attack (restart {restart}, iteration "
-                             f"{int(nan_at)}); check the model and the inputs.")
-        if best is None:
-            last_x = x_adv
-        trace.budgets = stepper.radius
+        step = step_for(cfg, x, clip, reducer)
+        _climb(one_pass, step, x_adv, grad, restart, record, bar)
+        # Skipped untracked (the trainer's inner loop), where a NaN shows in the loss.
+        if record is not None:
+            _raise_on_nan(one_pass, reducer, restart)
     bar.close()
-    trace.sensitivity = float(ups0) if ups0 is not None else float("nan")
-    if track:
-        n = reducer.sum(x.new_tensor(float(x.shape[0]), dtype=torch.float64)).clamp_min(1.0)
-        h = (torch.stack(history) / n).cpu()
-        per_run = cfg.max_iter + 1
-        trace.success_rate, trace.loss = h[:, 0].tolist(), h[:, 1].tolist()
-        if best is not None:
-            trace.best_restart, trace.best_iteration = (int(v) for v in best.where.cpu())
-            sl = slice(trace.best_restart * per_run, (trace.best_restart + 1) * per_run)
-        else:
-            trace.best_restart, trace.best_iteration = restarts - 1, cfg.max_iter
-            sl = slice((restarts - 1) * per_run, restarts * per_run)
-        trace.success_rate, trace.loss = trace.success_rate[sl], trace.loss[sl]
-        if cfg.targeted:
-            trace.loss = [-v for v in trace.loss]
+    trace = AttackTrace() if record is None else record.trace(x, restarts)
+    trace.budgets = step.radius
+    returned = x_adv if record is None or record.best is None else record.best.x
     # Float32 rounding of x + Δ may overshoot the budget by an ulp; fix the returned iterate only (no cost per step).
-    return cfg.ball.enforce(x, best.x if best is not None else last_x, reducer), trace
+    return cfg.ball.enforce(x, returned, reducer), trace

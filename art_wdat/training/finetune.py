@@ -19,14 +19,17 @@ the protocol reproducible.
 from __future__ import annotations
 
 import logging
+from typing import Literal, get_args
 
 import torch
 from torch import nn
 
 logger = logging.getLogger(__name__)
 
+#: The fine-tuning protocols: re-initialise the last layer, or perturb every trainable weight.
+FinetuneMode = Literal["reinit_last", "perturb"]
 #: The values of ``finetune`` besides None.
-FINETUNE_MODES = ("reinit_last", "perturb")
+FINETUNE_MODES: tuple[str, ...] = get_args(FinetuneMode)
 
 
 def find_module(model: nn.Module, name: str) -> nn.Module:
@@ -63,11 +66,11 @@ def reinit_module(module: nn.Module) -> None:
 
     :raises ValueError: if nothing in ``module`` can be re-initialised.
     """
-    resettable = [m for m in module.modules() if callable(getattr(m, "reset_parameters", None))]
-    if not resettable:
+    resets = [reset for m in module.modules() if callable(reset := getattr(m, "reset_parameters", None))]
+    if not resets:
         raise ValueError(f"`last_layer` ({type(module).__name__}) has no reset_parameters() to re-initialise it.")
-    for m in resettable:
-        m.reset_parameters()
+    for reset in resets:
+        reset()
 
 
 @torch.no_grad()
@@ -115,7 +118,8 @@ def freeze_except_last(model: nn.Module, k: int) -> list[tuple[str, nn.Module]]:
     return frozen
 
 
-def apply_finetune(model: nn.Module, mode: str | None, weight_noise: float, last_layer: str | None) -> None:
+def apply_finetune(model: nn.Module, mode: FinetuneMode | None, weight_noise: float,
+                   last_layer: str | None) -> None:
     """Apply the fine-tuning protocol ``mode`` (None, "reinit_last" or "perturb") to ``model`` in place.
 
     :raises ValueError: naming ``finetune`` for an unknown mode.

@@ -8,13 +8,24 @@ across the shards of every rank (done here). The threat model and the attack loo
 
 from __future__ import annotations
 
+from typing import Literal, TypeAlias
+
 import torch
+
+#: What every ``process_group`` parameter takes: a ``torch.distributed`` process group, ``False`` (force a
+#: local computation) or ``None`` (the world group when torch.distributed is initialised, else local).
+ProcessGroupLike: TypeAlias = "torch.distributed.ProcessGroup | Literal[False] | None"
 
 
 class Reducer:
-    """Reductions within one process: the identity on already-reduced local values."""
+    """Reductions within one process: the identity on already-reduced local values.
+
+    :ivar world_size: How many ranks take part.
+    :ivar group: The process group reduced over; ``None`` here and for the default (world) group.
+    """
 
     world_size: int = 1
+    group: torch.distributed.ProcessGroup | None = None
 
     def sum(self, t: torch.Tensor) -> torch.Tensor:
         """Return the sum of ``t`` over all participants (here: ``t`` itself)."""
@@ -55,7 +66,7 @@ class GroupReducer(Reducer):
 LOCAL = Reducer()
 
 
-def default_reducer(group: object | None = None) -> Reducer:
+def default_reducer(group: ProcessGroupLike = None) -> Reducer:
     """Pick the reducer for ``group``: the world group when torch.distributed is initialised, else local.
 
     :param group: ``None`` (auto), ``False`` (force local) or a process group.

@@ -2,9 +2,9 @@
 
 Pure torch, no ART. Tensors hold one sample per row of dim 0. Every statistic that couples samples
 (the cost C, the sensitivity Υ, the shrink factor) is a power mean over the *whole* distribution,
-computed from per-sample norms through a :class:`~art_wdat.reduce.Reducer`, so callers may hold the
-data in batches or shards. Per-sample norms and reductions run in float64: they are N numbers, and
-the budget must hold to 1e-6 relative whatever N is.
+computed from per-sample norms (:mod:`art_wdat.core.norms`) through a :class:`~art_wdat.core.reduce.Reducer`,
+so callers may hold the data in batches or shards. Per-sample norms and reductions run in float64: they are
+N numbers, and the budget must hold to 1e-6 relative whatever N is.
 """
 
 from __future__ import annotations
@@ -14,62 +14,10 @@ from dataclasses import dataclass
 
 import torch
 
-from art_wdat.reduce import LOCAL, Reducer
+from art_wdat.core.norms import conjugate, lp_norms, per_sample, power_mean, project_l1_ball, round_towards
+from art_wdat.core.reduce import LOCAL, Reducer
 
 SUPPORTED_NORMS = (1.0, 2.0, math.inf)
-
-
-def conjugate(e: float) -> float:
-    """Hölder conjugate of ``e`` in [1, inf]: 1/e + 1/conj = 1."""
-    if e == 1:
-        return math.inf
-    if math.isinf(e):
-        return 1.0
-    return e / (e - 1.0)
-
-
-def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Shape a per-sample vector ``v`` (N,) to broadcast against ``like`` (N, ...)."""
-    return v.view(-1, *([1] * (like.dim() - 1))).to(like.dtype)
-
-
-def lp_norms(t: torch.Tensor, order: float) -> torch.Tensor:
-    """Per-sample ℓ_order norms of ``t`` as float64, shape (N,)."""
-    return torch.linalg.vector_norm(t.flatten(1).double(), ord=order, dim=1)
-
-
-def power_mean(values: torch.Tensor, e: float, reducer: Reducer = LOCAL) -> torch.Tensor:
-    """((1/N) Σ v_i^e)^(1/e) over all samples (max for e = inf), as a 0-d float64 tensor.
-
-    Scaled by the global maximum so that large ``e`` (p near 1) neither overflows nor underflows.
-    Two reductions across ranks at most: the maximum, then the sum and the count together.
-    """
-    v = values.double()
-    vmax = reducer.max(v.max() if v.numel() else v.new_zeros(()))
-    if math.isinf(e):
-        return vmax
-    safe = torch.where(vmax > 0, vmax, torch.ones_like(vmax))
-    total, count = reducer.sum(torch.stack([((v / safe) ** e).sum(), v.new_tensor(float(v.numel()))]))
-    return torch.where(vmax > 0, safe * (total / count.clamp_min(1.0)) ** (1.0 / e), vmax)
-
-
-def project_l1_ball(delta: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
-    """Euclidean projection of each row of ``delta`` onto its ℓ1 ball (Duchi et al., 2008).
-
-    In float64: the threshold comes from a cumulative sum, whose float32 rounding alone would
-    overshoot the radius by up to 5e-6 relative.
-    """
-    flat = delta.flatten(1).double()
-    mag = flat.abs()
-    srt, _ = mag.sort(dim=1, descending=True)
-    cums = srt.cumsum(dim=1)
-    idx = torch.arange(1, flat.shape[1] + 1, device=flat.device, dtype=flat.dtype)
-    rad = radius.double().unsqueeze(1)
-    k = ((srt * idx) > (cums - rad)).sum(dim=1, keepdim=True).clamp_min(1)
-    theta = ((cums.gather(1, k - 1) - rad) / k.to(flat.dtype)).clamp_min(0)
-    inside = mag.sum(dim=1, keepdim=True) <= rad
-    shrunk = flat.sign() * (mag - theta).clamp_min(0)
-    return torch.where(inside, flat, shrunk).to(delta.dtype).view_as(delta)
 
 
 @dataclass(frozen=True)
@@ -182,18 +130,18 @@ class WassersteinBall:
         d = noise[0].numel()
         radius = self.eps * torch.rand(x.shape[0], device=x.device, dtype=torch.float64) ** (1.0 / max(d, 1))
         scale = radius / lp_norms(noise, self.norm).clamp_min(1e-12)
-        return x + noise * _bcast(scale, x)
+        return x + noise * per_sample(scale, x)
 
     # -- the feasibility map -----------------------------------------------------------------------
     def project_pointwise(self, delta: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
         """Project each Δ_i onto its own ‖·‖_r ball of radius ``radius[i]``."""
         if math.isinf(self.norm):
-            r = _bcast(radius, delta)
+            r = per_sample(radius, delta)
             return torch.minimum(torch.maximum(delta, -r), r)
         if self.norm == 2:
             n = self.ground_norms(delta)
             factor = torch.where(n > radius, radius / torch.where(n > 0, n, torch.ones_like(n)), torch.ones_like(n))
-            return delta * _bcast(factor, delta)
+            return delta * per_sample(factor, delta)
         return project_l1_ball(delta, radius)
 
     def project(self, delta: torch.Tensor, reducer: Reducer = LOCAL) -> torch.Tensor:
@@ -225,10 +173,3 @@ class WassersteinBall:
         delta = self.project(x_adv.double() - x64, reducer)
         return round_towards(x, x64 + delta)
 
-
-def round_towards(x: torch.Tensor, exact: torch.Tensor) -> torch.Tensor:
-    """``exact`` (float64) in ``x``'s dtype, each coordinate rounded towards ``x`` rather than to nearest."""
-    out = exact.to(x.dtype)
-    x64 = x.double()
-    longer = (out.double() - x64).abs() > (exact - x64).abs()
-    return torch.where(longer, torch.nextafter(out, x), out)

@@ -1,7 +1,7 @@
 """Robustness metrics of METHOD.md §6: sensitivity Υ, V(0), W(0) and the first-order bounds R^u, R^l.
 
 Everything here costs at most one gradient pass over the data, plus one W-FGSM step for Q_δ (done by
-:class:`~art_wdat.attack.WassersteinDistributionalAttack` with ``max_iter=1``, not re-implemented).
+:class:`~art_wdat.attacks.WassersteinDistributionalAttack` with ``max_iter=1``, not re-implemented).
 
 Under ``torch.distributed`` (launched with torchrun) each rank passes its shard of the data, and every
 quantity is that of the union of the shards: counts and sums are all-reduced (one call for A, V(0) and
@@ -26,17 +26,21 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from art_wdat import estimator as est
-from art_wdat.attack import WassersteinDistributionalAttack, parse_norm
-from art_wdat.engine import AttackConfig, GradientPass
-from art_wdat.inputs import check_labels, check_x
-from art_wdat.losses import LossFn, resolve_loss
-from art_wdat.reduce import default_reducer
-from art_wdat.threat import WassersteinBall
+from art_wdat.attacks import WassersteinDistributionalAttack, parse_norm
+from art_wdat.attacks import estimator as est
+from art_wdat.core.engine import AttackConfig, GradientPass
+from art_wdat.core.losses import LossFn, resolve_loss
+from art_wdat.core.reduce import ProcessGroupLike, default_reducer
+from art_wdat.core.threat import WassersteinBall
+from art_wdat.validation import check_labels, check_x
+
+if TYPE_CHECKING:
+    from art.estimators.classification import PyTorchClassifier
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +102,7 @@ def loss_name(loss: Loss) -> str:
     return loss.lower() if isinstance(loss, str) else getattr(loss, "__name__", type(loss).__name__)
 
 
-def _validated(classifier, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _validated(classifier: PyTorchClassifier, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     est.require_pytorch_classifier(classifier, "art_wdat.metrics")
     x = check_x(x, classifier.input_shape, classifier.clip_values)
     labels = check_labels(y, x.shape[0], classifier.nb_classes)
@@ -110,8 +114,8 @@ def _validated(classifier, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np
     return np.ascontiguousarray(x, dtype=np.float32), labels
 
 
-def _gradient_pass(classifier, x: np.ndarray, labels: np.ndarray, loss_fn: LossFn, ball: WassersteinBall,
-                   batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _gradient_pass(classifier: PyTorchClassifier, x: np.ndarray, labels: np.ndarray, loss_fn: LossFn,
+                   ball: WassersteinBall, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-sample loss J, correctness and ‖∇_x J‖_s at the clean inputs, on the estimator's device."""
     device = est.device_of(classifier)
     x_t = torch.from_numpy(x).to(device)
@@ -122,9 +126,9 @@ def _gradient_pass(classifier, x: np.ndarray, labels: np.ndarray, loss_fn: LossF
     return losses.double(), ~wins, ball.dual_norms(grad)
 
 
-def clean_statistics(classifier, x: np.ndarray, y: np.ndarray, p: float = 2.0,
+def clean_statistics(classifier: PyTorchClassifier, x: np.ndarray, y: np.ndarray, *, p: float = 2.0,
                      norm: int | float | str = np.inf, loss: Loss = "redlr", batch_size: int = 128,
-                     w0: float | None = None, process_group: object | None = None) -> CleanStatistics:
+                     w0: float | None = None, process_group: ProcessGroupLike = None) -> CleanStatistics:
     """A, V(0), W(0) and Υ (METHOD.md §6) from one gradient pass over the clean data.
 
     :param classifier: An ART ``PyTorchClassifier``.
@@ -164,8 +168,9 @@ def clean_statistics(classifier, x: np.ndarray, y: np.ndarray, p: float = 2.0,
                            norm=ball.norm, loss=name)
 
 
-def sensitivity(classifier, x: np.ndarray, y: np.ndarray, p: float = 2.0, norm: int | float | str = np.inf,
-                loss: Loss = "redlr", batch_size: int = 128, process_group: object | None = None) -> float:
+def sensitivity(classifier: PyTorchClassifier, x: np.ndarray, y: np.ndarray, *, p: float = 2.0,
+                norm: int | float | str = np.inf, loss: Loss = "redlr", batch_size: int = 128,
+                process_group: ProcessGroupLike = None) -> float:
     """Υ = ((1/N) Σ ‖∇_x J(x_i, y_i)‖_s^q)^(1/q) at the clean inputs (METHOD.md §2).
 
     See :func:`clean_statistics` for the parameters.
@@ -174,9 +179,9 @@ def sensitivity(classifier, x: np.ndarray, y: np.ndarray, p: float = 2.0, norm: 
                             process_group=process_group).sensitivity
 
 
-def wfgsm_mean_loss(classifier, x: np.ndarray, y: np.ndarray, delta: float, p: float = 2.0,
+def wfgsm_mean_loss(classifier: PyTorchClassifier, x: np.ndarray, y: np.ndarray, delta: float, *, p: float = 2.0,
                     norm: int | float | str = np.inf, loss: Loss = "redlr", batch_size: int = 128,
-                    process_group: object | None = None) -> float:
+                    process_group: ProcessGroupLike = None) -> float:
     """E_{Q_δ}[J]: the mean loss after one W-FGSM step of size δ (the attack with ``max_iter=1``).
 
     :param delta: The budget δ ≥ 0 (of the whole data: under ``torch.distributed``, of every rank's shard together).
@@ -192,7 +197,10 @@ def wfgsm_mean_loss(classifier, x: np.ndarray, y: np.ndarray, delta: float, p: f
                                              eps_step=float(delta), loss=loss, keep_best=False,
                                              batch_size=batch_size, process_group=process_group, verbose=False)
     attack.generate(x, labels)
-    return float(attack.last_result_.loss[-1])
+    result = attack.last_result_
+    if result is None:  # generate records its result; None would mean it returned without attacking
+        raise RuntimeError("the W-FGSM step recorded no result")
+    return float(result.loss[-1])
 
 
 def upper_ratio(attacked_accuracy: float, clean_accuracy: float) -> float:
@@ -215,9 +223,9 @@ def lower_ratio(stats: CleanStatistics, delta: float, q_loss: float) -> LowerBou
     return LowerBound(r_bar=r_bar, r_tilde=r_tilde, r_lower=min(max(low, 0.0), 1.0))
 
 
-def lower_bound(classifier, x: np.ndarray, y: np.ndarray, delta: float, p: float = 2.0,
+def lower_bound(classifier: PyTorchClassifier, x: np.ndarray, y: np.ndarray, delta: float, *, p: float = 2.0,
                 norm: int | float | str = np.inf, loss: Loss = "redlr", batch_size: int = 128,
-                stats: CleanStatistics | None = None, process_group: object | None = None) -> LowerBound:
+                stats: CleanStatistics | None = None, process_group: ProcessGroupLike = None) -> LowerBound:
     """R^l_δ for one budget: the clean statistics (unless given) plus one W-FGSM step.
 
     :param stats: Precomputed :func:`clean_statistics` for the same data, p, norm and loss.

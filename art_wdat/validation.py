@@ -97,3 +97,20 @@ def check_int(name: str, value: object, low: int) -> None:
         raise TypeError(f"`{name}` must be an integer, got {value!r}.")
     if value < low:
         raise ValueError(f"`{name}` must be >= {low}, got {value!r}.")
+
+
+def error_line(err: BaseException, first_line_only: bool = False, limit: int | None = None) -> str:
+    """An exception as one line of text for a user-facing message.
+
+    :param first_line_only: Keep the first line of the message only (tracebacks of wrapped errors follow it);
+                            otherwise fold every line into one.
+    :param limit: Cut the text at this many characters.
+    :return: The message, prefixed by the exception's type where the message alone says little (a KeyError's
+             quoted key) or is empty.
+    """
+    text = str(err).strip()
+    text = (text.splitlines()[0] if text else "") if first_line_only else " ".join(text.split())
+    text = text[:limit] if limit is not None else text
+    if isinstance(err, KeyError) or not text:
+        return f"{type(err).__name__}: {text}" if text else type(err).__name__
+    return text

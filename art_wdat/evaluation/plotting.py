@@ -12,7 +12,8 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from art_wdat.evaluation import ATTACK_NAMES, EvaluationResult
+from art_wdat.evaluation.registry import ATTACK_NAMES
+from art_wdat.evaluation.report import EvaluationResult
 
 Results = EvaluationResult | Mapping[str, EvaluationResult]
 _MARKERS = {"pgd": "o", "autoattack": "s", "wpgd": "^", "wpgd-budget": "v"}

@@ -1,8 +1,8 @@
 """The offline demo pipeline behind ``art-wdat demo`` (the command line stays thin).
 
 1. scikit-learn's 8x8 digits (shipped with scikit-learn: no download), a fixed stratified split;
-2. a :class:`~art_wdat.models.SmallCNN` trained from scratch with pointwise TRADES
-   (:class:`~art_wdat.trainer.WassersteinTRADESTrainer` with ``p = inf``);
+2. a :class:`~art_wdat.zoo.SmallCNN` trained from scratch with pointwise TRADES
+   (:class:`~art_wdat.training.WassersteinTRADESTrainer` with ``p = inf``);
 3. the side-by-side evaluation (:func:`~art_wdat.evaluation.evaluate`);
 4. a W-TRADES fine-tune (``p = 2``) of that model;
 5. the evaluation again, a before/after table, and report.json, report.md and curve.png.
@@ -22,19 +22,25 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from art_wdat.attacks.spec import Method
 from art_wdat.evaluation import (
     EvaluationResult,
     EvaluationSettings,
     compare_markdown,
     evaluate,
     format_order,
-    seed_everything,
+    json_safe,
 )
+from art_wdat.training.checkpoint import seed_everything
+from art_wdat.training.finetune import FinetuneMode
+
+if TYPE_CHECKING:
+    from art.estimators.classification import PyTorchClassifier
 
 logger = logging.getLogger(__name__)
 
@@ -83,8 +89,8 @@ class DemoConfig:
     finetune_eps: float = 0.1
     finetune_epochs: int = 5
     finetune_lr: float = 3e-4
-    finetune_mode: str | None = None
-    finetune_method: str = "budget"
+    finetune_mode: FinetuneMode | None = None
+    finetune_method: Method = "budget"
     budgets: tuple = (0.05, 0.1, 0.15)
     p: float = 2.0
     eval_iter: int = 20
@@ -119,9 +125,7 @@ class DemoReport:
 
     def to_dict(self) -> dict:
         """JSON-safe dict (see :meth:`EvaluationResult.to_dict`)."""
-        from art_wdat.evaluation import _json_safe
-
-        return _json_safe({"config": self.config, "labels": list(LABELS), "before": self.before.to_dict(),
+        return json_safe({"config": self.config, "labels": list(LABELS), "before": self.before.to_dict(),
                            "after": self.after.to_dict(), "table": self.table, "history": self.history,
                            "seconds": self.seconds})
 
@@ -157,20 +161,20 @@ class DemoReport:
 
 def load_demo_data(config: DemoConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The digits split (fixed, seed 0, so that every seed sees the same data), cut to n_train / n_eval."""
-    from art_wdat.data import load_digits_split
+    from art_wdat.zoo.data import load_digits_split
 
     x_train, y_train, x_test, y_test = load_digits_split(test_size=0.25, seed=0)
     return x_train[:config.n_train], y_train[:config.n_train], x_test[:config.n_eval], y_test[:config.n_eval]
 
 
 def train_demo_model(config: DemoConfig, x_train: np.ndarray, y_train: np.ndarray, verbose: bool = False
-                     ) -> tuple[Any, list]:
+                     ) -> tuple[PyTorchClassifier, list]:
     """A SmallCNN trained from scratch with pointwise TRADES (the trainer with p = inf).
 
     :return: (the ART classifier, the trainer's per-epoch history).
     """
-    from art_wdat.models import SmallCNN, make_classifier
-    from art_wdat.trainer import WassersteinTRADESTrainer
+    from art_wdat.training.trainer import WassersteinTRADESTrainer
+    from art_wdat.zoo import SmallCNN, make_classifier
 
     seed_everything(config.seed)
     model = SmallCNN(in_channels=1, nb_classes=10, image_size=8, width=config.width)
@@ -182,14 +186,14 @@ def train_demo_model(config: DemoConfig, x_train: np.ndarray, y_train: np.ndarra
     return trainer.get_classifier(), list(history)
 
 
-def finetune_demo_model(classifier, config: DemoConfig, x_train: np.ndarray, y_train: np.ndarray,
-                        verbose: bool = False) -> tuple[Any, list]:
+def finetune_demo_model(classifier: PyTorchClassifier, config: DemoConfig, x_train: np.ndarray, y_train: np.ndarray,
+                        verbose: bool = False) -> tuple[PyTorchClassifier, list]:
     """W-TRADES fine-tune (p = ``finetune_p``) of ``classifier``'s model with a fresh Adam at ``finetune_lr``.
 
     The model is changed in place; the returned classifier wraps it with the new optimizer.
     """
-    from art_wdat.models import clip_pair, make_classifier
-    from art_wdat.trainer import WassersteinTRADESTrainer
+    from art_wdat.training.trainer import WassersteinTRADESTrainer
+    from art_wdat.zoo import clip_pair, make_classifier
 
     tuned = make_classifier(classifier.model, classifier.input_shape, classifier.nb_classes,
                             clip_values=clip_pair(classifier.clip_values), lr=config.finetune_lr)
@@ -201,7 +205,7 @@ def finetune_demo_model(classifier, config: DemoConfig, x_train: np.ndarray, y_t
     return trainer.get_classifier(), list(history)
 
 
-def evaluate_demo_model(classifier, config: DemoConfig, x: np.ndarray, y: np.ndarray, label: str,
+def evaluate_demo_model(classifier: PyTorchClassifier, config: DemoConfig, x: np.ndarray, y: np.ndarray, label: str,
                         verbose: bool = False) -> EvaluationResult:
     """The side-by-side evaluation with the demo's budgets and settings."""
     settings = EvaluationSettings(max_iter=config.eval_iter, batch_size=128)
@@ -211,7 +215,7 @@ def evaluate_demo_model(classifier, config: DemoConfig, x: np.ndarray, y: np.nda
 
 def write_report(report: DemoReport, out_dir: str | os.PathLike) -> dict:
     """Write report.json, report.md and curve.png to ``out_dir``; return their paths."""
-    from art_wdat.plotting import plot_accuracy
+    from art_wdat.evaluation.plotting import plot_accuracy
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -228,7 +232,29 @@ def write_report(report: DemoReport, out_dir: str | os.PathLike) -> dict:
 # --------------------------------------------------------------------------------------------------
 
 
-def run_demo(out_dir: str | os.PathLike = "art-wdat-out", seed: int = 0, quick: bool = False,
+class _Stages:
+    """Times each stage of the demo and says when it is done (``seconds`` ends in report.json)."""
+
+    def __init__(self, say: Callable[[str], None]) -> None:
+        self.say = say
+        self.seconds: dict = {}
+
+    def run(self, name: str, fn: Callable[[], Any]) -> Any:
+        start = time.perf_counter()
+        value = fn()
+        self.seconds[name] = time.perf_counter() - start
+        self.say(f"[{sum(self.seconds.values()):6.1f} s] {name} done ({self.seconds[name]:.1f} s)")
+        return value
+
+
+def _resolve_config(config: DemoConfig | None, seed: int, quick: bool) -> tuple[DemoConfig, str]:
+    """The configuration run_demo uses (``seed`` replaces its seed) and its kind: custom, quick or default."""
+    kind = "custom" if config is not None else ("quick" if quick else "default")
+    base = config if config is not None else (DemoConfig.quick(seed) if quick else DemoConfig())
+    return replace(base, seed=seed), kind
+
+
+def run_demo(out_dir: str | os.PathLike = "art-wdat-out", *, seed: int = 0, quick: bool = False,
              verbose: bool = True, config: DemoConfig | None = None,
              echo: Callable[[str], None] | None = None) -> DemoReport:
     """Train, evaluate, fine-tune, evaluate again; write the report files to ``out_dir``.
@@ -241,33 +267,23 @@ def run_demo(out_dir: str | os.PathLike = "art-wdat-out", seed: int = 0, quick: 
     :param echo: Called with each stage's text (the CLI passes ``print``); None stays silent.
     :return: The report, with the paths it wrote in ``files``.
     """
-    kind = "custom" if config is not None else ("quick" if quick else "default")
-    config = replace(config if config is not None else (DemoConfig.quick(seed) if quick else DemoConfig()),
-                     seed=seed)
-    say = echo or (lambda _text: None)
-    seconds: dict = {}
+    config, kind = _resolve_config(config, seed, quick)
+    stages = _Stages(echo or (lambda _text: None))
     begin = time.perf_counter()
     x_train, y_train, x_test, y_test = load_demo_data(config)
-    say(f"digits: {len(x_train)} training and {len(x_test)} test images; {kind} settings, seed {seed}")
-
-    def stage(name: str, fn: Callable[[], Any]) -> Any:
-        start = time.perf_counter()
-        value = fn()
-        seconds[name] = time.perf_counter() - start
-        say(f"[{sum(seconds.values()):6.1f} s] {name} done ({seconds[name]:.1f} s)")
-        return value
-
-    classifier, trades_history = stage("TRADES training", lambda: train_demo_model(config, x_train, y_train, verbose))
-    before = stage("evaluation (TRADES)",
-                   lambda: evaluate_demo_model(classifier, config, x_test, y_test, LABELS[0], verbose))
-    tuned, wtrades_history = stage("W-TRADES fine-tune",
-                                   lambda: finetune_demo_model(classifier, config, x_train, y_train, verbose))
-    after = stage("evaluation (W-TRADES)", lambda: evaluate_demo_model(tuned, config, x_test, y_test, LABELS[1],
-                                                                         verbose))
-    seconds["total"] = time.perf_counter() - begin
+    stages.say(f"digits: {len(x_train)} training and {len(x_test)} test images; {kind} settings, seed {seed}")
+    classifier, trades_history = stages.run("TRADES training",
+                                            lambda: train_demo_model(config, x_train, y_train, verbose))
+    before = stages.run("evaluation (TRADES)",
+                        lambda: evaluate_demo_model(classifier, config, x_test, y_test, LABELS[0], verbose))
+    tuned, wtrades_history = stages.run("W-TRADES fine-tune",
+                                        lambda: finetune_demo_model(classifier, config, x_train, y_train, verbose))
+    after = stages.run("evaluation (W-TRADES)",
+                       lambda: evaluate_demo_model(tuned, config, x_test, y_test, LABELS[1], verbose))
+    stages.seconds["total"] = time.perf_counter() - begin
     report = DemoReport(before=before, after=after, table=compare_markdown(before, after, LABELS),
                         config=_config_dict(config), history={"trades": trades_history, "wtrades": wtrades_history},
-                        seconds=seconds)
+                        seconds=stages.seconds)
     report.files = write_report(report, out_dir)
     return report
 

@@ -1,7 +1,7 @@
 """``WassersteinDistributionalAttack``: W-FGSM, W-PGD and W-PGD-Budget as an ART evasion attack.
 
 Numpy comes in once and goes out once; in between everything runs in torch on the estimator's device
-(:mod:`art_wdat.engine`). The budget is shared by **all** of ``x`` given to :meth:`generate`, whatever
+(:mod:`art_wdat.core.engine`). The budget is shared by **all** of ``x`` given to :meth:`generate`, whatever
 ``batch_size`` is: batches only bound the memory of one forward/backward pass.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -17,28 +18,19 @@ from art.attacks.attack import EvasionAttack
 from art.estimators.classification.classifier import ClassifierMixin
 from art.estimators.estimator import BaseEstimator, LossGradientsMixin
 
-from art_wdat import estimator as est
-from art_wdat.engine import METHODS, AttackConfig, AttackTrace, run_attack
-from art_wdat.inputs import check_int, check_labels, check_number, check_x, in_caller_dtype
-from art_wdat.losses import LossFn, resolve_loss
-from art_wdat.reduce import Reducer, default_reducer
-from art_wdat.threat import SUPPORTED_NORMS, WassersteinBall
+from art_wdat.attacks import estimator as est
+from art_wdat.attacks.spec import Method, NormLike, ThreatKeywords
+from art_wdat.core.engine import AttackConfig, AttackTrace, Clip, run_distribution_attack
+from art_wdat.core.losses import LossFn, resolve_loss
+from art_wdat.core.reduce import ProcessGroupLike, Reducer, default_reducer
+from art_wdat.validation import check_int, check_labels, check_x, in_caller_dtype
+
+if TYPE_CHECKING:
+    from art.estimators.classification import PyTorchClassifier
 
 logger = logging.getLogger(__name__)
 
-#: eps_step = EPS_STEP_RATIO · eps / max_iter by default (Bai et al., 2023).
-EPS_STEP_RATIO = 1.875
-
-
-def parse_norm(norm: int | float | str) -> float:
-    """Map ``np.inf``/"inf"/2/"2"/1 onto 1.0, 2.0 or inf; ValueError naming ``norm`` otherwise."""
-    try:
-        value = float(norm)
-    except (TypeError, ValueError):
-        value = float("nan")
-    if value not in SUPPORTED_NORMS:
-        raise ValueError(f"`norm` must be one of 1, 2, np.inf or 'inf', got {norm!r}.")
-    return value
+Start = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -62,13 +54,13 @@ class AttackResult:
     sensitivity: float
     perturbation_norms: np.ndarray
     budgets: np.ndarray | None
-    accuracy: list
-    loss: list
+    accuracy: list[float]
+    loss: list[float]
     best_iteration: int
     best_restart: int
 
 
-class WassersteinDistributionalAttack(EvasionAttack):
+class WassersteinDistributionalAttack(ThreatKeywords, EvasionAttack):
     """Wasserstein distributional attack (Bai, He, Jiang, Obłój, NeurIPS 2023; W-PGD-Budget from 2025).
 
     Finds x' with C(x', x) = ((1/N) Σ ‖x'_i − x_i‖_r^p)^(1/p) ≤ eps that maximises the mean loss:
@@ -86,11 +78,12 @@ class WassersteinDistributionalAttack(EvasionAttack):
 
     def __init__(
         self,
-        estimator,
+        estimator: PyTorchClassifier,
         eps: float = 0.3,
         p: float = 2.0,
-        norm: int | float | str = np.inf,
-        method: str = "wpgd",
+        norm: NormLike = np.inf,
+        *,
+        method: Method = "wpgd",
         max_iter: int = 50,
         eps_step: float | None = None,
         loss: str | LossFn = "redlr",
@@ -99,13 +92,13 @@ class WassersteinDistributionalAttack(EvasionAttack):
         batch_size: int = 32,
         keep_best: bool = True,
         budget_rounds: int = 10,
-        process_group: object | None = None,
+        process_group: ProcessGroupLike = None,
         max_device_bytes: int | None = None,
         verbose: bool = True,
     ) -> None:
         """
         :param estimator: An ART ``PyTorchClassifier``. PyTorch preprocessing is differentiated by autograd; a numpy
-                          defence gets ART's BPDA gradient (see :mod:`art_wdat.estimator`).
+                          defence gets ART's BPDA gradient (see :mod:`art_wdat.attacks.estimator`).
         :param eps: The Wasserstein budget δ ≥ 0, in the units of the ground norm.
         :param p: Wasserstein order in [1, inf]. ``inf`` is the pointwise threat (PGD); 2 is the papers' default.
         :param norm: Ground norm on inputs: ``np.inf``/"inf", 2 or 1.
@@ -154,17 +147,10 @@ class WassersteinDistributionalAttack(EvasionAttack):
 
     # -- configuration ----------------------------------------------------------------------------------
     def _check_params(self) -> None:
-        check_number("eps", self.eps, low=0.0)
-        check_number("p", self.p, low=1.0, allow_inf=True)
-        parse_norm(self.norm)
-        if self.method not in METHODS:
-            raise ValueError(f"`method` must be one of {METHODS}, got {self.method!r}.")
-        check_int("max_iter", self.max_iter, low=1)
+        """Check every parameter: the threat's through its ThreatSpec, then the attack's own."""
+        self.check_threat()
         check_int("batch_size", self.batch_size, low=1)
         check_int("num_random_init", self.num_random_init, low=0)
-        check_int("budget_rounds", self.budget_rounds, low=1)
-        if self.eps_step is not None:
-            check_number("eps_step", self.eps_step, low=0.0)
         if self.max_device_bytes is not None:
             check_int("max_device_bytes", self.max_device_bytes, low=0)
         resolve_loss(self.loss)
@@ -176,17 +162,10 @@ class WassersteinDistributionalAttack(EvasionAttack):
         if self.targeted and isinstance(self.loss, str) and self.loss.lower() != "ce":
             raise ValueError(f"A targeted attack needs `loss`='ce' or a callable, got {self.loss!r}.")
 
-    @property
-    def ball(self) -> WassersteinBall:
-        """The threat model: the W_p ball of radius ``eps`` over the ground norm ``norm``."""
-        return WassersteinBall(eps=float(self.eps), p=float(self.p), norm=parse_norm(self.norm))
-
     def config(self, batch_size: int | None = None) -> AttackConfig:
         """The torch-level settings of this attack (used by the trainer, which skips numpy)."""
-        eps_step = EPS_STEP_RATIO * self.eps / self.max_iter if self.eps_step is None else self.eps_step
-        return AttackConfig(ball=self.ball, loss_fn=resolve_loss(self.loss), eps_step=float(eps_step),
-                            max_iter=self.max_iter, method=self.method, batch_size=batch_size or self.batch_size,
-                            targeted=self.targeted, keep_best=self.keep_best, budget_rounds=self.budget_rounds)
+        return self.threat.config(resolve_loss(self.loss), batch_size or self.batch_size, targeted=self.targeted,
+                                  keep_best=self.keep_best)
 
     def reducer(self) -> Reducer:
         """Reductions over the whole distribution (across ranks under torch.distributed)."""
@@ -210,25 +189,27 @@ class WassersteinDistributionalAttack(EvasionAttack):
         if self.eps == 0:
             self.last_result_ = None
             return x.copy()
-        device = est.device_of(self.estimator)
         x32 = np.ascontiguousarray(x, dtype=np.float32)
+        x_t, x_adv_t, trace = self._attack(x32, target)
+        self.last_result_ = res = self._result(x_t, x_adv_t, trace)
+        logger.info("W-PGD (%s, p=%s, norm=%s, eps=%.4g): accuracy %.4f -> %.4f, cost %.4g", self.method, self.p,
+                    self.norm, self.eps, res.accuracy[0], res.accuracy[res.best_iteration], res.cost)
+        return in_caller_dtype(x, x32, x_adv_t.cpu().numpy(), self.estimator.clip_values)
+
+    def _attack(self, x32: np.ndarray, target: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, AttackTrace]:
+        """Run the engine on ``x32``; return x and x_adv as tensors (where the attack kept them) and the trace."""
+        device = est.device_of(self.estimator)
         storage = self._storage_device(device, x32.nbytes)
         x_t = torch.from_numpy(x32.copy())
         x_t = x_t.pin_memory() if storage != device and device.type == "cuda" else x_t.to(storage)
-        target_t = torch.from_numpy(target).to(device)
-        cfg = self.config()
-        restarts = max(1, self.num_random_init)
-        start = self.ball.random_start if self.num_random_init > 0 else None
         clip = est.clip_box(self.estimator, storage)
+        start = _clipped(self.ball.random_start if self.num_random_init > 0 else None, clip)
         with est.eval_mode(self.estimator):
-            x_adv_t, trace = run_attack(est.forward_fn(self.estimator), x_t, target_t, cfg, start=_clipped(start, clip),
-                                        restarts=restarts, clip=clip, reducer=self.reducer(), verbose=self.verbose,
-                                        device=device)
-        self.last_result_ = self._result(x_t, x_adv_t, trace)
-        logger.info("W-PGD (%s, p=%s, norm=%s, eps=%.4g): accuracy %.4f -> %.4f, cost %.4g",
-                    self.method, self.p, self.norm, self.eps, self.last_result_.accuracy[0],
-                    self.last_result_.accuracy[self.last_result_.best_iteration], self.last_result_.cost)
-        return in_caller_dtype(x, x32, x_adv_t.cpu().numpy(), self.estimator.clip_values)
+            x_adv_t, trace = run_distribution_attack(
+                est.forward_fn(self.estimator), x_t, torch.from_numpy(target).to(device), self.config(), start=start,
+                restarts=max(1, self.num_random_init), clip=clip, reducer=self.reducer(), verbose=self.verbose,
+                device=device)
+        return x_t, x_adv_t, trace
 
     def _storage_device(self, device: torch.device, x_bytes: int) -> torch.device:
         """Where x and its companions live: on the device if they fit in ``max_device_bytes``, else the host."""
@@ -259,16 +240,15 @@ class WassersteinDistributionalAttack(EvasionAttack):
     def _result(self, x: torch.Tensor, x_adv: torch.Tensor, trace: AttackTrace) -> AttackResult:
         ball, reducer = self.ball, self.reducer()
         delta = x_adv - x
-        flip = (lambda v: v) if self.targeted else (lambda v: 1.0 - v)
         return AttackResult(
             cost=float(ball.cost(delta, reducer)), eps=float(self.eps), sensitivity=trace.sensitivity,
             perturbation_norms=ball.ground_norms(delta).cpu().numpy(),
             budgets=None if trace.budgets is None else trace.budgets.cpu().numpy(),
-            accuracy=[flip(v) for v in trace.success_rate], loss=trace.loss,
+            accuracy=[v if self.targeted else 1.0 - v for v in trace.success_rate], loss=trace.loss,
             best_iteration=trace.best_iteration, best_restart=trace.best_restart)
 
 
-def _clipped(start: Callable | None, clip: tuple | None) -> Callable | None:
+def _clipped(start: Start | None, clip: Clip | None) -> Start | None:
     """Wrap a random start so that it lands inside the clip box."""
     if start is None or clip is None:
         return start

@@ -1,0 +1,150 @@
+"""The ``art-wdat`` commands: ``demo``, ``evaluate`` and ``finetune``.
+
+Thin by design: the work is in :mod:`art_wdat.cli.demo`, :mod:`art_wdat.evaluation` and the trainer, imported
+inside each command so that ``--help`` is instant. ``evaluate`` and ``finetune`` also run under ``torchrun``:
+evaluate shares the test images out among the ranks and reports on all of them with one budget; finetune
+trains on global batches of ``--batch-size`` × ranks; rank 0 alone prints and writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from art_wdat.cli import loading
+from art_wdat.cli.parser import DEFAULT_BUDGETS, DEFAULT_IMAGE_BUDGETS, PROG, parse_budgets
+
+if TYPE_CHECKING:
+    from art_wdat.evaluation import EvaluationResult
+    from art_wdat.training.trainer import WassersteinTRADESTrainer
+
+
+def _set_threads(n: int | None) -> None:
+    if n is not None:
+        import torch
+
+        torch.set_num_threads(n)
+
+
+def _threads_for(args: argparse.Namespace) -> int | None:
+    """--threads, else 1 for the tiny demo model (as ``demo`` does), else torch's default."""
+    if args.threads is not None:
+        return args.threads
+    return 1 if args.model == loading.DEMO_MODEL else None
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """``art-wdat demo``: the offline main job."""
+    from art_wdat.cli.demo import run_demo
+
+    _set_threads(args.threads if args.threads is not None else 1)
+    report = run_demo(args.out, seed=args.seed, quick=args.quick, verbose=not args.quiet, echo=print)
+    print()
+    print(f"Before (TRADES) / after (W-TRADES fine-tune, p = {report.config['finetune_p']:g}), "
+          f"{report.before.n_samples} test digits, p = {report.before.p:g}, norm = inf:")
+    print()
+    print(report.table)
+    print(f"Total {report.seconds['total']:.1f} s. Wrote {', '.join(report.files.values())}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """``art-wdat evaluate``: the side-by-side evaluation of one model."""
+    from art_wdat import distributed
+    from art_wdat.evaluation import EvaluationSettings, evaluate, parse_attacks
+
+    _set_threads(_threads_for(args))
+    attacks = parse_attacks(args.attacks)
+    if not attacks:
+        raise ValueError("--attacks names no attack")
+    budgets = args.eps if args.eps is not None else parse_budgets(DEFAULT_BUDGETS.get(args.dataset,
+                                                                                      DEFAULT_IMAGE_BUDGETS))
+    loading.check_model_spec(args.model)
+    settings = EvaluationSettings(max_iter=args.max_iter or 20, batch_size=args.batch_size,
+                                  autoattack_max_iter=args.aa_iter, autoattack_restarts=args.aa_restarts)
+    with distributed.launched(distributed.backend_for(args.device)) as (world, rank):
+        x, y = loading.load_data(args, "test")
+        loaded = loading.load_model(args.model, args)
+        loading.check_compatible(loaded.classifier, x, y, args.dataset)
+        x, y = loading.shard(x, y, world, rank)
+        result = evaluate(loaded.classifier, x, y, budgets, p=args.p, norm=args.norm, attacks=attacks,
+                          seed=args.seed, verbose=not args.quiet and rank == 0, settings=settings,
+                          meta={"model": loaded.label, "dataset": args.dataset, "device": args.device, "ranks": world})
+    if rank == 0:
+        print(result.to_markdown(title=f"{loaded.label} on {args.dataset}"))
+        if args.out:
+            _write_evaluation(result, Path(args.out))
+    return 0
+
+
+def _write_evaluation(result: EvaluationResult, out: Path) -> None:
+    from art_wdat.evaluation.plotting import plot_accuracy
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(result.to_json(), encoding="utf-8")
+    (out / "report.md").write_text(result.to_markdown(title=result.meta.get("model")), encoding="utf-8")
+    plot_accuracy(result, out / "curve.png", title=f"{result.meta.get('model')} on {result.meta.get('dataset')}")
+    print(f"Wrote {out / 'report.json'}, {out / 'report.md'}, {out / 'curve.png'}")
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    """``art-wdat finetune``: W-TRADES fine-tuning to a checkpoint."""
+    from art_wdat import distributed
+    from art_wdat.zoo import save_checkpoint_model
+
+    _set_threads(_threads_for(args))
+    out = Path(args.out)
+    if out.is_dir():
+        raise ValueError(f"--out must be a checkpoint file, {out} is a folder")
+    loading.check_model_spec(args.model)
+    with distributed.launched(distributed.backend_for(args.device)) as (world, rank):
+        trainer, loaded, history = _finetune(args, verbose=not args.quiet and rank == 0)
+    if rank != 0:
+        return 0
+    meta = dict(loaded.meta)
+    meta["extra"] = {"finetuned_from": loaded.label, "dataset": args.dataset, "eps": trainer.eps, "p": args.p,
+                     "norm": "inf" if math.isinf(args.norm) else args.norm, "beta": args.beta,
+                     "epochs": args.epochs, "lr": args.lr, "seed": args.seed, "ranks": world,
+                     "global_batch_size": args.batch_size * world, "history": _plain_history(history)}
+    path = save_checkpoint_model(out, loaded.arch, trainer.get_classifier().model.state_dict(), meta)
+    last = history[-1] if history else {}
+    print(f"W-TRADES fine-tune of {loaded.label} on {args.dataset}: {args.epochs} epoch(s), p = {args.p:g}, "
+          f"δ = {trainer.eps:.4g}, {world} rank(s); last epoch: loss {last.get('loss', math.nan):.4f}, "
+          f"train clean acc {last.get('train_clean_acc', math.nan):.4f}, "
+          f"train robust acc {last.get('train_robust_acc', math.nan):.4f}")
+    print(f"Wrote {path}; evaluate it with: {PROG} evaluate --model {path} --dataset {args.dataset}")
+    return 0
+
+
+def _finetune(args: argparse.Namespace, verbose: bool) -> tuple[WassersteinTRADESTrainer, loading.LoadedModel, list]:
+    """Load and fine-tune; return (trainer, loaded model, history).
+
+    Under torchrun every rank loads all of the data and trains on its slice of each global batch (``--batch-size``
+    per rank), so the inner attack's one budget spans the global batch and the ranks end with the same weights.
+    """
+    from art_wdat.training.trainer import WassersteinTRADESTrainer
+    from art_wdat.zoo import clip_pair, make_classifier
+
+    x, y = loading.load_data(args, "train")
+    loaded = loading.load_model(args.model, args)
+    loading.check_compatible(loaded.classifier, x, y, args.dataset)
+    base = loaded.classifier
+    # A fresh optimizer at the fine-tuning learning rate, on the same module and preprocessing.
+    clf = make_classifier(base.model, base.input_shape, base.nb_classes, clip_values=clip_pair(base.clip_values),
+                          preprocessing=loaded.meta.get("preprocessing"), device=args.device, lr=args.lr)
+    eps = args.eps if args.eps is not None else (0.1 if args.dataset == "digits" else 8 / 255)
+    trainer = WassersteinTRADESTrainer(clf, eps=eps, p=args.p, norm=args.norm, beta=args.beta,
+                                       max_iter=args.max_iter or 10, method=args.method,
+                                       finetune=None if args.finetune_mode == "none" else args.finetune_mode,
+                                       weight_noise=args.weight_noise)
+    history = trainer.fit(x, y, batch_size=args.batch_size, nb_epochs=args.epochs, seed=args.seed, verbose=verbose)
+    return trainer, loaded, list(history)
+
+
+def _plain_history(history: Sequence[dict]) -> list:
+    """Finite floats only (the checkpoint format refuses nothing plain, but JSON-like values keep it readable)."""
+    return [{k: (v if isinstance(v, (int, str)) or (isinstance(v, float) and math.isfinite(v)) else None)
+             for k, v in rec.items()} for rec in history]

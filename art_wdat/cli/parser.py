@@ -1,0 +1,197 @@
+"""The ``art-wdat`` argument parser and its argument types.
+
+Numbers are written as decimals, fractions ("8/255") or "inf"; the ranges are checked by
+:func:`art_wdat.validation.check_int` / :func:`~art_wdat.validation.check_number`, and a bad value is a
+usage error of one line naming the option (exit status 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+from fractions import Fraction
+from functools import partial
+from typing import Any
+
+from art_wdat.validation import check_int, check_number
+
+PROG = "art-wdat"
+EXIT_USAGE = 2
+DEFAULT_ATTACKS = "pgd,autoattack,wpgd,wpgd-budget"
+#: Budgets when --eps is not given: the digits demo's for digits, the usual CIFAR ℓ∞ ones otherwise.
+DEFAULT_BUDGETS = {"digits": "0.05,0.1,0.15"}
+DEFAULT_IMAGE_BUDGETS = "2/255,4/255,8/255"
+
+
+# --------------------------------------------------------------------------------------------------
+# argument types
+# --------------------------------------------------------------------------------------------------
+
+
+def parse_number(text: str) -> float:
+    """A number written as a decimal ("0.03"), a fraction ("8/255") or "inf"; ValueError otherwise."""
+    s = text.strip()
+    try:
+        value = float(Fraction(s)) if "/" in s else float(s)
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(f"not a number: {text!r} (use e.g. 0.03 or 8/255)") from None
+    if math.isnan(value):
+        raise ValueError(f"not a number: {text!r}")
+    return value
+
+
+def parse_budgets(text: str) -> list:
+    """Comma-separated finite budgets ≥ 0, e.g. "1/255,2/255,0.1"."""
+    parts = [p for p in text.split(",") if p.strip()]
+    if not parts:
+        raise ValueError(f"no budget in {text!r}")
+    values = [parse_number(p) for p in parts]
+    bad = [p for p, v in zip(parts, values) if not math.isfinite(v) or v < 0]
+    if bad:
+        raise ValueError(f"budgets must be finite and >= 0, got {', '.join(bad)}")
+    return values
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"not an integer: {text!r}") from None
+
+
+def _norm(text: str) -> float:
+    value = parse_number(text)
+    if value not in (2.0, math.inf):
+        raise ValueError(f"must be inf or 2, got {text!r}")
+    return value
+
+
+#: Range checks, called as ``check(option, value)``.
+_AT_LEAST_ONE = partial(check_int, low=1)
+_NON_NEGATIVE = partial(check_number, low=0.0)
+_ORDER = partial(check_number, low=1.0, allow_inf=True)
+
+
+def _arg_type(convert: Callable[[str], Any], what: str,
+              check: Callable[[str, Any], None] | None = None) -> Callable[[str], Any]:
+    """``convert``, then ``check(what, value)``, as an argparse type: a ValueError becomes a usage error."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+            if check is not None:
+                check(what, value)
+            return value
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    parse.__name__ = what
+    return parse
+
+
+# --------------------------------------------------------------------------------------------------
+# the parser
+# --------------------------------------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line on stderr (exit status 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seed", type=_arg_type(int, "--seed"), default=0, help="seed of everything random (0)")
+    parser.add_argument("--threads", type=_arg_type(_integer, "--threads", _AT_LEAST_ONE), default=None,
+                        help="torch CPU threads (default: torch's own; the demo uses 1, which is fastest for its "
+                             "tiny model and keeps its numbers identical run to run)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress messages (INFO)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+
+
+def _model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True,
+                        help="rb:<RobustBench name>, the path of a local checkpoint, or 'demo' (trains the demo model)")
+    parser.add_argument("--dataset", required=True, help="cifar10, cifar100, digits or npz:PATH")
+    parser.add_argument("--data-dir", default=None, help="folder holding the CIFAR data (default ./data)")
+    parser.add_argument("--model-dir", default="./models", help="RobustBench model folder (./models)")
+    parser.add_argument("--threat-model", default="Linf", help="RobustBench threat model: Linf, L2, ... (Linf)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (cpu)")
+    parser.add_argument("--n-samples", type=_arg_type(_integer, "--n-samples", _AT_LEAST_ONE), default=None,
+                        help="use only the first N images")
+    parser.add_argument("--batch-size", type=_arg_type(_integer, "--batch-size", _AT_LEAST_ONE), default=128,
+                        help="inputs per forward/backward pass (128); under torchrun, per rank")
+    parser.add_argument("--p", type=_arg_type(parse_number, "--p", _ORDER), default=2.0,
+                        help="Wasserstein order p in [1, inf] (2)")
+    parser.add_argument("--norm", type=_arg_type(_norm, "--norm"), default=math.inf, help="ground norm: inf or 2 (inf)")
+    parser.add_argument("--max-iter", type=_arg_type(_integer, "--max-iter", _AT_LEAST_ONE), default=None,
+                        help="attack iterations (evaluate: 20; finetune: inner steps, 10)")
+
+
+def _add_demo(sub: Any) -> argparse.ArgumentParser:
+    demo = sub.add_parser("demo", help="the offline main job: TRADES on digits, evaluate, W-TRADES fine-tune, "
+                                       "evaluate again, before/after table",
+                          description="Offline demo on scikit-learn's digits; writes report.json, report.md and "
+                                      "curve.png.")
+    demo.add_argument("--out", default="art-wdat-out", help="output folder (./art-wdat-out)")
+    demo.add_argument("--quick", action="store_true", help="seconds-long version with tiny settings (for tests)")
+    _common(demo)
+    return demo
+
+
+def _add_evaluate(sub: Any) -> argparse.ArgumentParser:
+    ev = sub.add_parser("evaluate", help="side-by-side evaluation: PGD, AutoAttack, W-PGD, W-PGD-Budget, bounds",
+                        description="Evaluate a model against pointwise and distributional attacks at each budget.")
+    _model_args(ev)
+    ev.add_argument("--eps", type=_arg_type(parse_budgets, "--eps"), default=None,
+                    help=f"comma-separated budgets, fractions allowed (digits: {DEFAULT_BUDGETS['digits']}; "
+                         f"otherwise {DEFAULT_IMAGE_BUDGETS})")
+    ev.add_argument("--attacks", default=DEFAULT_ATTACKS, help=f"comma-separated subset of {DEFAULT_ATTACKS}")
+    ev.add_argument("--aa-iter", type=_arg_type(_integer, "--aa-iter", _AT_LEAST_ONE), default=None,
+                    help="iterations of each APGD run in AutoAttack (default: --max-iter)")
+    ev.add_argument("--aa-restarts", type=_arg_type(_integer, "--aa-restarts", _AT_LEAST_ONE), default=1,
+                    help="random restarts of each APGD run in AutoAttack (1)")
+    ev.add_argument("--out", default=None, help="also write report.json, report.md and curve.png to this folder")
+    _common(ev)
+    return ev
+
+
+def _add_finetune(sub: Any) -> argparse.ArgumentParser:
+    ft = sub.add_parser("finetune", help="W-TRADES fine-tuning; writes a checkpoint that evaluate reads",
+                        description="Fine-tune a model with W-TRADES on the training split of the dataset "
+                                    "(npz: x_train/y_train).")
+    _model_args(ft)
+    ft.add_argument("--out", required=True, help="checkpoint file to write")
+    ft.add_argument("--eps", type=_arg_type(parse_number, "--eps", _NON_NEGATIVE), default=None,
+                    help="training budget δ, fractions allowed (digits: 0.1; otherwise 8/255)")
+    ft.add_argument("--beta", type=_arg_type(parse_number, "--beta", _NON_NEGATIVE), default=6.0,
+                    help="KL weight β (6)")
+    ft.add_argument("--epochs", type=_arg_type(_integer, "--epochs", _AT_LEAST_ONE), default=1, help="epochs (1)")
+    ft.add_argument("--lr", type=_arg_type(parse_number, "--lr", _NON_NEGATIVE), default=1e-4,
+                    help="Adam learning rate (1e-4)")
+    ft.add_argument("--method", choices=("wpgd", "budget"), default="wpgd", help="inner solver (wpgd)")
+    ft.add_argument("--finetune-mode", choices=("none", "reinit_last", "perturb"), default="none",
+                    help="kick the model out of its minimum first (none)")
+    ft.add_argument("--weight-noise", type=_arg_type(parse_number, "--weight-noise", _NON_NEGATIVE), default=0.01,
+                    help="relative weight noise of --finetune-mode perturb (0.01)")
+    _common(ft)
+    return ft
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``art-wdat`` argument parser; each command's namespace holds its handler as ``func``."""
+    # Imported here: the commands need this module's argument types and defaults.
+    from art_wdat import __version__
+    from art_wdat.cli.commands import cmd_demo, cmd_evaluate, cmd_finetune
+
+    parser = _Parser(prog=PROG, description="Wasserstein distributional robustness for ART's PyTorch classifiers.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="{demo,evaluate,finetune}", parser_class=_Parser)
+    sub.required = True
+    _add_demo(sub).set_defaults(func=cmd_demo)
+    _add_evaluate(sub).set_defaults(func=cmd_evaluate)
+    _add_finetune(sub).set_defaults(func=cmd_finetune)
+    return parser

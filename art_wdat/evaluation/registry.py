@@ -1,0 +1,138 @@
+"""The attacks the side-by-side evaluation compares, and how each is configured, built and run.
+
+Pointwise: ART ``ProjectedGradientDescent`` and ART ``AutoAttack`` (its APGD runs); distributional: W-PGD and
+W-PGD-Budget (:class:`~art_wdat.attacks.WassersteinDistributionalAttack`). :func:`build_attack` builds the
+attack behind one row of the report exactly as :func:`~art_wdat.evaluation.evaluate` runs it, so a row can be
+reproduced by seeding (:func:`~art_wdat.training.checkpoint.seed_everything`) and calling that attack directly.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from art_wdat.attacks import WassersteinDistributionalAttack
+from art_wdat.core.reduce import ProcessGroupLike
+from art_wdat.training.checkpoint import seed_everything
+
+if TYPE_CHECKING:
+    from art.estimators.classification import PyTorchClassifier
+
+#: Attack keys, in report order, and their display names.
+ATTACKS = ("pgd", "autoattack", "wpgd", "wpgd-budget")
+ATTACK_NAMES = {"pgd": "PGD", "autoattack": "AutoAttack", "wpgd": "W-PGD", "wpgd-budget": "W-PGD-Budget"}
+AUTOATTACK_LOSSES = {"ce": "cross_entropy", "dlr": "difference_logits_ratio"}
+
+
+@dataclass
+class EvaluationSettings:
+    """How each attack is configured (defaults keep a CPU evaluation affordable).
+
+    :ivar max_iter: Iterations of PGD, W-PGD and W-PGD-Budget.
+    :ivar batch_size: Inputs per forward/backward pass (does not change any result).
+    :ivar pgd_step_ratio: ART PGD's ``eps_step`` = ratio · ε / max_iter.
+    :ivar pgd_random_init: ART PGD's ``num_random_init``.
+    :ivar autoattack_losses: The APGD runs inside ART's AutoAttack: "ce" and/or "dlr" (DLR needs ≥ 3 classes).
+    :ivar autoattack_max_iter: Iterations of each APGD run (None: ``max_iter``; AutoAttack itself uses 100).
+    :ivar autoattack_restarts: Random starts of each APGD run (AutoAttack itself uses 5).
+    :ivar wpgd_loss: Loss of the distributional attacks.
+    :ivar wpgd_step_ratio: Their ``eps_step`` = ratio · δ / max_iter (None: the attack's default 1.875).
+    :ivar budget_rounds: (Re-)allocations of W-PGD-Budget.
+    :ivar bound_loss: The loss J of V(0), W(0), Υ and Q_δ in the bounds.
+    """
+
+    max_iter: int = 20
+    batch_size: int = 128
+    pgd_step_ratio: float = 2.5
+    pgd_random_init: int = 1
+    autoattack_losses: tuple = ("ce", "dlr")
+    autoattack_max_iter: int | None = None
+    autoattack_restarts: int = 1
+    wpgd_loss: str = "redlr"
+    wpgd_step_ratio: float | None = None
+    budget_rounds: int = 5
+    bound_loss: str = "redlr"
+
+
+def parse_attacks(attacks: str | Sequence[str]) -> tuple:
+    """Attack keys from a sequence or a comma-separated string, validated and de-duplicated, in report order."""
+    names = [a.strip().lower() for a in (attacks.split(",") if isinstance(attacks, str) else attacks)]
+    names = [a for a in names if a]
+    unknown = [a for a in names if a not in ATTACKS]
+    if unknown:
+        raise ValueError(f"unknown attack(s) {', '.join(map(repr, unknown))}; choose from {', '.join(ATTACKS)}")
+    return tuple(a for a in ATTACKS if a in names)
+
+
+def _art_norm(norm: float) -> int | float:
+    return np.inf if math.isinf(norm) else int(norm)
+
+
+def build_attack(name: str, classifier: PyTorchClassifier, budget: float, *, p: float, norm: float,
+                 settings: EvaluationSettings, process_group: ProcessGroupLike = None) -> Any:
+    """The attack behind the report's row ``name`` at ``budget``, configured exactly as :func:`evaluate` runs it.
+
+    :param name: One of :data:`ATTACKS`.
+    :param budget: ε (pointwise) or δ (distributional), > 0.
+    :param process_group: The distributional attacks' process group (see :class:`WassersteinDistributionalAttack`).
+    :return: An ART evasion attack; call ``generate(x, y)`` after :func:`seed_everything`.
+    """
+    s = settings
+    if name == "pgd":
+        from art.attacks.evasion import ProjectedGradientDescent
+
+        return ProjectedGradientDescent(classifier, norm=_art_norm(norm), eps=budget,
+                                        eps_step=s.pgd_step_ratio * budget / s.max_iter, max_iter=s.max_iter,
+                                        num_random_init=s.pgd_random_init, batch_size=s.batch_size, verbose=False)
+    if name == "autoattack":
+        return _build_autoattack(classifier, budget, norm, s)
+    if name in ("wpgd", "wpgd-budget"):
+        eps_step = None if s.wpgd_step_ratio is None else s.wpgd_step_ratio * budget / s.max_iter
+        return WassersteinDistributionalAttack(classifier, eps=budget, p=p, norm=norm,
+                                               method="wpgd" if name == "wpgd" else "budget",
+                                               max_iter=s.max_iter, eps_step=eps_step, loss=s.wpgd_loss,
+                                               batch_size=s.batch_size, budget_rounds=s.budget_rounds,
+                                               process_group=process_group, verbose=False)
+    raise ValueError(f"unknown attack {name!r}; choose from {', '.join(ATTACKS)}")
+
+
+def autoattack_losses(classifier: PyTorchClassifier, settings: EvaluationSettings) -> list:
+    """The APGD losses AutoAttack runs: ``settings.autoattack_losses`` checked, DLR dropped below 3 classes."""
+    losses = [loss.lower() for loss in settings.autoattack_losses]
+    unknown = [loss for loss in losses if loss not in AUTOATTACK_LOSSES]
+    if unknown or not losses:
+        raise ValueError(f"autoattack_losses must be a non-empty subset of {sorted(AUTOATTACK_LOSSES)}, "
+                         f"got {settings.autoattack_losses!r}")
+    if classifier.nb_classes < 3:
+        losses = [loss for loss in losses if loss != "dlr"] or ["ce"]
+    return losses
+
+
+def _build_autoattack(classifier: PyTorchClassifier, budget: float, norm: float, s: EvaluationSettings) -> Any:
+    """ART's AutoAttack restricted to APGD runs (APGD-CE, APGD-DLR): AutoAttack's strongest, cheapest part."""
+    from art.attacks.evasion import AutoAttack, AutoProjectedGradientDescent
+
+    iters = s.autoattack_max_iter or s.max_iter
+    # eps_step = 2ε: APGD's initial step (Croce & Hein, 2020); it adapts the step itself afterwards.
+    runs = [AutoProjectedGradientDescent(classifier, norm=_art_norm(norm), eps=budget, eps_step=2 * budget,
+                                         max_iter=iters, targeted=False, nb_random_init=s.autoattack_restarts,
+                                         batch_size=s.batch_size, loss_type=AUTOATTACK_LOSSES[loss], verbose=False)
+            for loss in autoattack_losses(classifier, s)]
+    return AutoAttack(classifier, norm=_art_norm(norm), eps=budget, eps_step=2 * budget, attacks=runs,
+                      batch_size=s.batch_size)
+
+
+def run_timed_attack(name: str, classifier: PyTorchClassifier, x: np.ndarray, y: np.ndarray, budget: float, *,
+                     p: float, norm: float, settings: EvaluationSettings, seed: int | None,
+                     process_group: ProcessGroupLike = None) -> tuple[np.ndarray, float]:
+    """Seed, build and run one attack; return (x_adv, wall seconds)."""
+    attack = build_attack(name, classifier, budget, p=p, norm=norm, settings=settings, process_group=process_group)
+    seed_everything(seed)
+    start = time.perf_counter()
+    x_adv = attack.generate(x, y)
+    return x_adv, time.perf_counter() - start

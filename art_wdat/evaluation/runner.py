@@ -1,0 +1,271 @@
+"""Side-by-side evaluation: pointwise (ART PGD, ART AutoAttack) and distributional (W-PGD, W-PGD-Budget)
+attacks at the same budgets, with the first-order bounds R^u and R^l of METHOD.md §6.
+
+For p < inf the pointwise ball of radius ε = δ lies inside the W_p ball of radius δ, so every attack run
+here is an attack on the distributional threat, and the lowest accuracy of all of them gives R^u.
+Each attack run starts from the same seed, so a row of the report can be reproduced by seeding
+(:func:`~art_wdat.training.checkpoint.seed_everything`) and calling the attack built by
+:func:`~art_wdat.evaluation.registry.build_attack` directly.
+
+Under ``torch.distributed`` (torchrun) each rank evaluates its shard of the data and every rank gets the
+report of the union: the distributional attacks and the bounds reduce across ranks as they go, the
+pointwise attacks (which treat each input alone) run on each shard, and accuracies, costs and wall times
+(the slowest rank's) are reduced at the end of each run.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from art_wdat.attacks import parse_norm
+from art_wdat.attacks.estimator import device_of
+from art_wdat.core.reduce import LOCAL, ProcessGroupLike, Reducer, default_reducer, reduce_floats
+from art_wdat.core.threat import WassersteinBall
+from art_wdat.evaluation import metrics
+from art_wdat.evaluation.registry import (
+    ATTACK_NAMES,
+    ATTACKS,
+    EvaluationSettings,
+    autoattack_losses,
+    parse_attacks,
+    run_timed_attack,
+)
+from art_wdat.evaluation.report import AttackOutcome, BudgetResult, EvaluationResult
+from art_wdat.training.checkpoint import seed_everything
+from art_wdat.validation import check_labels, check_x
+
+if TYPE_CHECKING:
+    from art.estimators.classification import PyTorchClassifier
+
+logger = logging.getLogger(__name__)
+
+
+def accuracy(classifier: PyTorchClassifier, x: np.ndarray, y: np.ndarray, batch_size: int = 128,
+             reducer: Reducer = LOCAL) -> float:
+    """Fraction of ``x`` classified as ``y`` (class indices); of every rank's ``x`` together under a group reducer."""
+    hits = int((classifier.predict(x, batch_size=batch_size).argmax(axis=1) == y).sum()) if x.shape[0] else 0
+    correct, n = reduce_floats(reducer, [hits, x.shape[0]], device_of(classifier))
+    return correct / n if n else math.nan
+
+
+# --------------------------------------------------------------------------------------------------
+# checks
+# --------------------------------------------------------------------------------------------------
+
+
+def _check_budgets(budgets: float | Sequence[float]) -> list[float]:
+    if isinstance(budgets, (int, float)):
+        budgets = [budgets]
+    out = []
+    for b in budgets:
+        if isinstance(b, bool) or not isinstance(b, (int, float, np.integer, np.floating)) or not math.isfinite(b):
+            raise ValueError(f"budgets must be finite numbers >= 0, got {b!r}")
+        if b < 0:
+            raise ValueError(f"budgets must be >= 0, got {b!r}")
+        out.append(float(b))
+    if not out:
+        raise ValueError("at least one budget is needed")
+    return out
+
+
+def _check_settings(s: EvaluationSettings) -> None:
+    for name in ("max_iter", "batch_size", "autoattack_restarts", "budget_rounds"):
+        value = getattr(s, name)
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    if s.autoattack_max_iter is not None and (not isinstance(s.autoattack_max_iter, int) or s.autoattack_max_iter < 1):
+        raise ValueError(f"autoattack_max_iter must be None or an integer >= 1, got {s.autoattack_max_iter!r}")
+    s.autoattack_losses = tuple(s.autoattack_losses)
+
+
+def _resolve_settings(settings: EvaluationSettings | None, max_iter: int | None,
+                      batch_size: int | None) -> EvaluationSettings:
+    """A checked copy of ``settings`` (the caller's object is never changed) with the overrides applied."""
+    settings = EvaluationSettings(**asdict(settings)) if settings is not None else EvaluationSettings()
+    if max_iter is not None:
+        settings.max_iter = max_iter
+    if batch_size is not None:
+        settings.batch_size = batch_size
+    _check_settings(settings)
+    return settings
+
+
+def _check_threat(p: float, norm: int | float | str) -> tuple[float, float]:
+    """(p, norm) as floats; ValueError unless norm is inf or 2 and p is in [1, inf]."""
+    norm_value, p_value = parse_norm(norm), float(p)
+    if norm_value not in (2.0, math.inf):
+        raise ValueError(f"norm must be inf or 2 for the side-by-side evaluation (ART's attacks), got {norm!r}")
+    if not p_value >= 1:
+        raise ValueError(f"p must be in [1, inf], got {p!r}")
+    return p_value, norm_value
+
+
+def _check_data(classifier: PyTorchClassifier, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(x as contiguous float32, class indices); ValueError for no input or no labels."""
+    x = np.ascontiguousarray(check_x(x, classifier.input_shape, classifier.clip_values), dtype=np.float32)
+    labels = check_labels(y, x.shape[0], classifier.nb_classes)
+    if labels is None or x.shape[0] == 0:
+        raise ValueError("evaluate needs at least one input and its labels")
+    return x, labels
+
+
+def _notes(classifier: PyTorchClassifier, names: Sequence[str], s: EvaluationSettings, world_size: int) -> list:
+    """Notes for the report; also swaps DLR-type losses for CE on models with fewer than 3 classes.
+
+    :param world_size: The number of ranks evaluating together (1: this process alone).
+    """
+    notes = []
+    for name in ("wpgd_loss", "bound_loss"):
+        if classifier.nb_classes < 3 and str(getattr(s, name)).lower() in ("dlr", "redlr"):
+            # DLR needs the third-largest logit; CE is the usable loss for binary models.
+            notes.append(f"{name} {getattr(s, name)!r} needs at least 3 classes; used 'ce' instead.")
+            setattr(s, name, "ce")
+    if "autoattack" in names:
+        losses = autoattack_losses(classifier, s)
+        iters = s.autoattack_max_iter or s.max_iter
+        notes.append(f"AutoAttack = ART AutoAttack with {' + '.join('APGD-' + x.upper() for x in losses)} only, "
+                     f"{iters} iterations, {s.autoattack_restarts} restart(s) each (the standard version adds "
+                     "FAB and Square and runs 100 iterations × 5 restarts).")
+    notes.append("Pointwise attacks use ε = δ, inside the W_p ball of radius δ; R^u uses the lowest accuracy of all "
+                 "attacks run; R^l is a first-order estimate, not a certificate.")
+    if world_size > 1:
+        notes.append(f"Evaluated on {world_size} ranks (torch.distributed): the distributional attacks "
+                     "and the bounds spend one budget over all shards; the pointwise attacks ran on each shard.")
+    return notes
+
+
+# --------------------------------------------------------------------------------------------------
+# the evaluation
+# --------------------------------------------------------------------------------------------------
+
+
+def _progress(total: int, verbose: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="evaluate", unit="run", disable=not verbose, leave=False)
+
+
+@dataclass
+class _Run:
+    """What every run of :func:`evaluate` shares: the data (this rank's shard), the threat and the ranks."""
+
+    classifier: PyTorchClassifier
+    x: np.ndarray
+    y: np.ndarray
+    p: float
+    norm: float
+    settings: EvaluationSettings
+    seed: int | None
+    process_group: ProcessGroupLike
+    reducer: Reducer = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.reducer = default_reducer(self.process_group)
+
+    def slowest(self, seconds: float) -> float:
+        """The wall time of the slowest rank: what the user waits for."""
+        return reduce_floats(self.reducer, [seconds], device_of(self.classifier), op="max")[0]
+
+    def clean_statistics(self) -> tuple[metrics.CleanStatistics, float]:
+        """V(0), W(0), Υ and the clean accuracy of the whole data under the bound loss, and their wall time."""
+        start = time.perf_counter()
+        stats = metrics.clean_statistics(self.classifier, self.x, self.y, p=self.p, norm=self.norm,
+                                         loss=self.settings.bound_loss, batch_size=self.settings.batch_size,
+                                         process_group=self.process_group)
+        return stats, self.slowest(time.perf_counter() - start)
+
+    def outcome(self, name: str, budget: float) -> AttackOutcome:
+        """Run one attack at ``budget`` and measure it over the whole data."""
+        if budget == 0:
+            x_adv, seconds = self.x, 0.0
+        else:
+            x_adv, seconds = run_timed_attack(name, self.classifier, self.x, self.y, budget, p=self.p, norm=self.norm,
+                                              settings=self.settings, seed=self.seed,
+                                              process_group=self.process_group)
+        delta = torch.from_numpy(x_adv.astype(np.float64) - self.x).to(device_of(self.classifier))
+        cost = float(WassersteinBall(eps=budget, p=self.p, norm=self.norm).cost(delta, self.reducer))
+        return AttackOutcome(accuracy=accuracy(self.classifier, x_adv, self.y, self.settings.batch_size, self.reducer),
+                             seconds=self.slowest(seconds), cost=cost)
+
+
+def _evaluate_budget(run: _Run, budget: float, names: Sequence[str], stats: metrics.CleanStatistics,
+                     bar: Any) -> BudgetResult:
+    row = BudgetResult(budget=budget, clean_accuracy=stats.clean_accuracy)
+    for name in names:
+        bar.set_postfix_str(f"{ATTACK_NAMES[name]} δ={budget:.4g}")
+        row.attacks[name] = run.outcome(name, budget)
+        bar.update(1)
+    if row.attacks:
+        row.best_attack = min(row.attacks, key=lambda k: row.attacks[k].accuracy)
+        row.r_upper = metrics.upper_ratio(row.attacks[row.best_attack].accuracy, stats.clean_accuracy)
+    bar.set_postfix_str(f"bounds δ={budget:.4g}")
+    seed_everything(run.seed)
+    start = time.perf_counter()
+    row.wfgsm_loss = metrics.wfgsm_mean_loss(run.classifier, run.x, run.y, budget, p=run.p, norm=run.norm,
+                                             loss=run.settings.bound_loss, batch_size=run.settings.batch_size,
+                                             process_group=run.process_group)
+    row.bounds_seconds = run.slowest(time.perf_counter() - start)
+    low = metrics.lower_ratio(stats, budget, row.wfgsm_loss)
+    row.r_bar, row.r_tilde, row.r_lower = low.r_bar, low.r_tilde, low.r_lower
+    bar.update(1)
+    return row
+
+
+def evaluate(classifier: PyTorchClassifier, x: np.ndarray, y: np.ndarray, budgets: float | Sequence[float], *,
+             p: float = 2.0, norm: int | float | str = np.inf, attacks: str | Sequence[str] = ATTACKS,
+             max_iter: int | None = None, batch_size: int | None = None, seed: int | None = 0,
+             verbose: bool = False, settings: EvaluationSettings | None = None,
+             meta: Mapping[str, Any] | None = None, process_group: ProcessGroupLike = None) -> EvaluationResult:
+    """Evaluate ``classifier`` on (x, y) against pointwise and distributional attacks at each budget.
+
+    Per budget: clean accuracy; ART ``ProjectedGradientDescent`` and ART ``AutoAttack`` (APGD-CE + APGD-DLR)
+    accuracy at ε = budget; W-PGD and W-PGD-Budget (loss ReDLR) accuracy at δ = budget under (p, norm);
+    R^u (lowest accuracy of all / A) and R^l (one W-FGSM step); the wall time of each.
+
+    :param classifier: An ART ``PyTorchClassifier`` (numpy defences get ART's BPDA gradient:
+                       :mod:`art_wdat.attacks.estimator`).
+    :param x: Inputs (N, *input_shape) inside the classifier's ``clip_values``: one distribution.
+    :param y: True labels, indices (N,) or one-hot.
+    :param budgets: One budget or several (≥ 0); 0 reports clean accuracy for every attack.
+    :param p: Wasserstein order of the distributional attacks and of the bounds, in [1, inf].
+    :param norm: Ground norm, inf or 2 (the pointwise attacks use it too).
+    :param attacks: A subset of :data:`ATTACKS` (sequence or comma-separated string).
+    :param max_iter: Overrides ``settings.max_iter``.
+    :param batch_size: Overrides ``settings.batch_size``.
+    :param seed: Every attack run starts from this seed (None: unseeded).
+    :param verbose: Show a progress bar.
+    :param settings: Attack configuration; default :class:`EvaluationSettings`.
+    :param meta: Labels stored in the result (model, data set, ...).
+    :param process_group: Under ``torch.distributed``: the ranks whose shards ``x`` form the data (default: the world
+                          group when initialised; ``False``: this process's ``x`` alone). Every rank must call with
+                          the same settings and at least one input; every rank returns the report of the union.
+    :return: The result; ``to_json``, ``to_markdown`` and :func:`art_wdat.evaluation.plotting.plot_accuracy` render it.
+    """
+    begin = time.perf_counter()
+    settings = _resolve_settings(settings, max_iter, batch_size)
+    names, budget_list = parse_attacks(attacks), _check_budgets(budgets)
+    p_value, norm_value = _check_threat(p, norm)
+    x, labels = _check_data(classifier, x, y)
+    run = _Run(classifier, x, labels, p_value, norm_value, settings, seed, process_group)
+    notes = _notes(classifier, names, settings, run.reducer.world_size)
+    stats, metrics_seconds = run.clean_statistics()
+    if stats.w0_source == "undefined":
+        notes.append("No clean input is misclassified and W(0) is undefined for this loss: R^l is NaN.")
+    with _progress(len(budget_list) * (len(names) + 1), verbose) as bar:
+        rows = [_evaluate_budget(run, b, names, stats, bar) for b in budget_list]
+    result = EvaluationResult(p=p_value, norm=norm_value, n_samples=stats.n, clean_accuracy=stats.clean_accuracy,
+                              v0=stats.v0, w0=stats.w0, w0_source=stats.w0_source, sensitivity=stats.sensitivity,
+                              metrics_seconds=metrics_seconds, budgets=rows, attacks=list(names), seed=seed,
+                              settings=asdict(settings), meta=dict(meta or {}), notes=notes,
+                              seconds=run.slowest(time.perf_counter() - begin))
+    logger.info("evaluation done in %.1f s: clean accuracy %.4f over %d inputs", result.seconds,
+                result.clean_accuracy, result.n_samples)
+    return result

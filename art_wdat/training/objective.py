@@ -1,0 +1,154 @@
+"""The W-TRADES objective of one mini-batch (METHOD.md §7): the inner maximisation and the loss terms.
+
+Per mini-batch B::
+
+    loss = (1/|B|) Σ CE(f(x_i), y_i)  +  β · (1/|B|) Σ KL(f(x_i) ‖ f(x'_i)),
+    x' ≈ argmax_{C(x', x) ≤ eps} (1/|B|) Σ KL(f(x_i) ‖ f(x'_i))
+
+The inner maximisation is the package's W-PGD (or W-PGD-Budget) on the KL (or ReKL) loss, in eval mode, from
+x + std·N(0, I); the loss terms are computed in train mode, with the gradient flowing through both the clean and
+the adversarial prediction of the KL term, as in TRADES. Optionally a sensitivity penalty β·γ·eps·Υ is added.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, NamedTuple, get_args
+
+import torch
+import torch.nn.functional as F
+
+from art_wdat.attacks import estimator as est
+from art_wdat.attacks.spec import ThreatSpec
+from art_wdat.core.engine import AttackConfig, run_distribution_attack
+from art_wdat.core.losses import LossFn, kl_divergence
+from art_wdat.core.reduce import Reducer
+from art_wdat.training.sync import Shard
+
+if TYPE_CHECKING:
+    from art.estimators.classification import PyTorchClassifier
+
+#: What the inner maximisation ascends: the KL everywhere, or ReKL (the KL on inputs x' still classifies correctly).
+InnerLoss = Literal["kl", "rekl"]
+INNER_LOSSES: tuple[str, ...] = get_args(InnerLoss)
+
+#: Logits (float32) of a batch: ``forward(x, train)``; ``train`` for the outer step (through a DDP wrapper, if any).
+Forward = Callable[[torch.Tensor, bool], torch.Tensor]
+
+
+def inner_attack_config(threat: ThreatSpec, batch_size: int, loss_fn: LossFn = kl_divergence) -> AttackConfig:
+    """Settings of the inner maximisation for a mini-batch of ``batch_size`` inputs (one pass, one budget)."""
+    return threat.config(loss_fn, max(1, batch_size), keep_best=False)
+
+
+class LossTerms(NamedTuple):
+    """One batch's W-TRADES loss and its parts (all on the device)."""
+
+    loss: torch.Tensor
+    x_adv: torch.Tensor
+    logits: torch.Tensor
+    logits_adv: torch.Tensor
+
+
+@dataclass(frozen=True)
+class WTradesObjective:
+    """The W-TRADES loss of one mini-batch, one distribution with one budget; the trainer builds it from its settings.
+
+    :param classifier: The ART ``PyTorchClassifier`` being trained (its clip box; eval mode for the inner step).
+    :param threat: The W_p ball of the inner maximisation and its solver's steps.
+    :param forward: Logits of a batch (see :data:`Forward`).
+    :param set_train_mode: Puts the model in train mode for the outer step (frozen blocks stay in eval mode).
+    :param reducer: Sums and maxima over the ranks' micro-batches (the global batch shares one budget).
+    :param beta: Weight β ≥ 0 of the KL term.
+    :param kl_start_std: Std of the Gaussian start x + std·N(0, I) of the inner maximisation (∇KL = 0 at x).
+    :param inner_loss: "rekl" or "kl" (see :class:`~art_wdat.training.trainer.WassersteinTRADESTrainer`).
+    :param sensitivity_weight: γ ≥ 0 of the sensitivity penalty β·γ·eps·Υ.
+    """
+
+    classifier: PyTorchClassifier
+    threat: ThreatSpec
+    forward: Forward
+    set_train_mode: Callable[[], None]
+    reducer: Reducer
+    beta: float
+    kl_start_std: float
+    inner_loss: InnerLoss
+    sensitivity_weight: float
+
+    def kl_start(self, x: torch.Tensor, shard: Shard = None) -> torch.Tensor:
+        """The start x + std·N(0, I) of the inner maximisation; this rank's slice of the global batch's noise."""
+        # Not clipped, as in TRADES' code: the first step's clip-and-project makes the iterate feasible.
+        if shard is None:
+            return x + self.kl_start_std * torch.randn_like(x)
+        # Every rank draws the noise of the whole global batch (identical RNG states) and keeps its slice, so the
+        # ranks together start where one process with the global batch would.
+        offset, total = shard
+        noise = torch.randn((total, *x.shape[1:]), dtype=x.dtype, device=x.device)
+        return x + self.kl_start_std * noise[offset:offset + x.shape[0]]
+
+    def inner_loss_fn(self, y: torch.Tensor | None) -> LossFn:
+        """The per-sample loss the inner maximisation ascends: KL, or ReKL when the budget is shared."""
+        if self.inner_loss == "kl" or self.threat.ball.pointwise:
+            return kl_divergence
+        if y is None:
+            raise ValueError("`inner_loss`='rekl' needs the labels `y` of the batch.")
+
+        def rekl(logits: torch.Tensor, clean_probs: torch.Tensor) -> torch.Tensor:
+            # Zero (and zero gradient) on inputs already misclassified at x': the shared budget goes elsewhere.
+            # The whole mini-batch is one engine batch (inner_attack_config), so `y` lines up with `logits`.
+            return kl_divergence(logits, clean_probs) * (logits.argmax(dim=1) == y).to(logits.dtype)
+
+        return rekl
+
+    def inner_maximize(self, x: torch.Tensor, y: torch.Tensor | None = None, shard: Shard = None) -> torch.Tensor:
+        """The inner maximiser x' of the KL over the W_p ball around the batch ``x`` (model in eval mode).
+
+        :param x: A mini-batch on the estimator's device; it is one distribution with one budget.
+        :param y: Its labels (needed by ``inner_loss="rekl"`` only).
+        :param shard: (offset, global size) when ``x`` is this rank's slice of a global batch.
+        :return: x' with C(x', x) ≤ eps inside the clip box, detached.
+        """
+        cfg = inner_attack_config(self.threat, x.shape[0], self.inner_loss_fn(y))
+
+        def evaluate(z: torch.Tensor) -> torch.Tensor:
+            return self.forward(z, False)
+
+        with est.eval_mode(self.classifier):
+            with torch.no_grad():
+                clean_probs = F.softmax(evaluate(x), dim=1)
+            x_adv, _ = run_distribution_attack(evaluate, x, clean_probs, cfg, start=lambda z: self.kl_start(z, shard),
+                                               clip=est.clip_box(self.classifier, x.device), track=False,
+                                               reducer=self.reducer)
+        return x_adv.detach()
+
+    def loss_terms(self, x: torch.Tensor, y: torch.Tensor, shard: Shard = None) -> LossTerms:
+        """The W-TRADES loss of one batch in train mode, differentiable in the parameters.
+
+        :param x: Inputs on the estimator's device.
+        :param y: Class indices (int64) on the same device.
+        :param shard: (offset, global size) when ``x`` is this rank's slice of a global batch.
+        """
+        x_adv = self.inner_maximize(x, y, shard)
+        self.set_train_mode()
+        penalise = self.sensitivity_weight > 0 and self.threat.eps > 0
+        x_in = x_adv.requires_grad_(True) if penalise else x_adv
+        # Two DDP forwards before one backward are fine: each parameter's gradient hook still fires once.
+        logits, logits_adv = self.forward(x, True), self.forward(x_in, True)
+        natural = F.cross_entropy(logits, y)
+        # KLDivLoss(sum)/B of TRADES' code; the clean prediction is not detached (the gradient flows through it).
+        kl = F.kl_div(F.log_softmax(logits_adv, dim=1), F.softmax(logits, dim=1), reduction="none").sum(dim=1)
+        robust = kl.sum() / x.shape[0]
+        if penalise:
+            robust = robust + self.sensitivity_weight * self.threat.eps * self.sensitivity(kl, x_in)
+        return LossTerms(natural + self.beta * robust, x_adv.detach(), logits, logits_adv)
+
+    def sensitivity(self, kl: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
+        """Υ of the per-sample KL at x' (METHOD.md §2), differentiable in the parameters (double backprop).
+
+        δ·Υ is the first-order gain of the KL from moving x' by a further δ in W_p: penalising it flattens the
+        KL where the distributional attacker would push next.
+        """
+        (grad,) = torch.autograd.grad(kl.sum(), x_adv, create_graph=True)
+        ball = self.threat.ball
+        return ball.sensitivity(ball.dual_norms(grad)).to(kl.dtype)

@@ -1,0 +1,197 @@
+"""The settings of :class:`~art_wdat.training.trainer.WassersteinTRADESTrainer` and their checks.
+
+:class:`TRADESSettings` is the trainer's base: it takes the constructor's keywords as attributes (ART style, so
+that changing one takes effect at the next call), checks them (again at each ``fit``), and derives from them what
+the trainer works with: the threat of the inner maximisation (declared once, in :class:`ThreatSpec`), the
+device, the network unwrapped from DDP, and the ranks that train together.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from art.defences.trainer.trainer import Trainer
+
+from art_wdat.attacks import estimator as est
+from art_wdat.attacks.spec import Method, NormLike, ThreatKeywords
+from art_wdat.core.engine import AttackConfig
+from art_wdat.core.reduce import ProcessGroupLike
+from art_wdat.core.threat import WassersteinBall
+from art_wdat.training.finetune import FINETUNE_MODES, FinetuneMode, find_last_linear
+from art_wdat.training.loop import RunState
+from art_wdat.training.objective import INNER_LOSSES, InnerLoss, inner_attack_config
+from art_wdat.training.sync import RankSync, training_group
+from art_wdat.validation import check_int, check_number
+
+if TYPE_CHECKING:
+    from art.estimators.classification import PyTorchClassifier
+
+
+class TRADESSettings(ThreatKeywords, Trainer):
+    """The configuration of W-TRADES training: the constructor's keywords, their checks and what they imply."""
+
+    def __init__(
+        self,
+        classifier: PyTorchClassifier,
+        eps: float,
+        p: float = 2.0,
+        norm: NormLike = np.inf,
+        beta: float = 6.0,
+        *,
+        max_iter: int = 10,
+        eps_step: float | None = None,
+        method: Method = "wpgd",
+        budget_rounds: int = 1,
+        finetune: FinetuneMode | None = None,
+        weight_noise: float = 0.01,
+        last_layer: str | None = None,
+        freeze_except_last: int | None = None,
+        amp: bool = False,
+        kl_start_std: float = 0.001,
+        eval_max_iter: int = 10,
+        inner_loss: InnerLoss = "rekl",
+        sensitivity_weight: float = 0.0,
+        process_group: ProcessGroupLike = None,
+    ) -> None:
+        """
+        :param classifier: An ART ``PyTorchClassifier`` with an optimizer; trained in place.
+        :param eps: The Wasserstein budget δ ≥ 0 of each mini-batch, in units of the ground norm.
+        :param p: Wasserstein order in [1, inf]; ``inf`` is pointwise TRADES.
+        :param norm: Ground norm on inputs: ``np.inf``/"inf", 2 or 1.
+        :param beta: Weight β ≥ 0 of the KL term.
+        :param max_iter: Steps of the inner maximisation (TRADES: 10).
+        :param eps_step: Step size of the inner maximisation; default ``1.875 · eps / max_iter``.
+        :param method: Inner solver: "wpgd" (W-PGD) or "budget" (W-PGD-Budget, METHOD.md §4).
+        :param budget_rounds: For "budget": budget (re-)allocations per inner maximisation.
+        :param finetune: Protocol applied once at the start of :meth:`fit` (not when resuming): None,
+                         "reinit_last" (re-initialise the last ``nn.Linear``, or ``last_layer``) or "perturb"
+                         (multiply every trainable parameter by ``1 + weight_noise·N(0, 1)``).
+        :param weight_noise: Relative noise level of ``finetune="perturb"``.
+        :param last_layer: Name (as in ``model.named_modules()``) of the layer "reinit_last" re-initialises;
+                           default the last ``nn.Linear`` in registration order.
+        :param freeze_except_last: Train only the last ``k`` parameter-holding child blocks of the model
+                                   (frozen blocks stay in eval mode); None trains everything.
+        :param amp: bf16 autocast on CUDA; ignored, with a warning, elsewhere.
+        :param kl_start_std: Std of the Gaussian start x + std·N(0, I) of the inner maximisation (∇KL = 0 at x).
+        :param eval_max_iter: Iterations of the ReDLR W-PGD that measures validation robustness.
+        :param inner_loss: What the inner maximisation ascends. "rekl" (default): the KL on inputs that x' still
+                           classifies correctly and 0 on the others, so that the shared budget is not spent on inputs
+                           already lost (the idea of ReDLR, METHOD.md §5); with ``p = inf`` no budget is shared and it
+                           is the KL. "kl": the KL everywhere (TRADES' inner loss for every p).
+        :param sensitivity_weight: γ ≥ 0: add β·γ·eps·Υ to the loss, Υ the sensitivity (METHOD.md §2) of the KL at x',
+                                   the first-order gain left to a further W_p step (costs a double backprop). Not
+                                   under ``torch.distributed`` (``fit`` raises): Υ would be each rank's micro-batch's,
+                                   not the global batch's.
+        :param process_group: The ranks that train together under ``torch.distributed``: default the model's
+                              group if it is a ``DistributedDataParallel`` wrapper, else the world group when
+                              initialised; ``False``: none (not with a DDP model). Each step trains on a global
+                              batch, the ranks' micro-batches together (:meth:`fit` slices one, :meth:`fit_generator`
+                              joins the ranks' generator batches): the inner maximisation's distribution, with one
+                              budget, is the global batch, and every rank's parameters get the gradient of the global
+                              batch's mean loss. The model may be the plain module (the trainer all-reduces the
+                              gradients, weighted by slice size) or a DDP wrapper, ``PyTorchClassifier(model=
+                              DistributedDataParallel(module), ...)``: the inner maximisation then runs on
+                              ``.module`` (input-only gradients must bypass DDP's hooks), the outer step through the
+                              wrapper, with each rank's loss scaled by world × n_rank / n_global so that DDP's equal
+                              average is the global batch's mean; fine-tuning, freezing and checkpoints act on
+                              ``.module`` (checkpoints load into the plain model). With DDP, ``freeze_except_last``
+                              needs ``find_unused_parameters=True`` or blocks frozen before wrapping (DDP waits for
+                              gradients of every parameter trainable when it was built). The fine-tuning protocol's
+                              result and the shuffling seed are taken from the first rank; rank 0 writes the
+                              checkpoints.
+        """
+        super().__init__(classifier)
+        self.eps, self.p, self.norm, self.beta = eps, p, norm, beta
+        self.max_iter, self.eps_step, self.method, self.budget_rounds = max_iter, eps_step, method, budget_rounds
+        self.finetune, self.weight_noise, self.last_layer = finetune, weight_noise, last_layer
+        self.freeze_except_last, self.amp, self.kl_start_std = freeze_except_last, amp, kl_start_std
+        self.eval_max_iter, self.inner_loss, self.sensitivity_weight = eval_max_iter, inner_loss, sensitivity_weight
+        self.process_group = process_group
+        #: The history, shuffling generator and frozen blocks of the epoch loop (:attr:`history` is its history).
+        self._state = RunState()
+        self._check_params()
+        # After the checks (they need a PyTorchClassifier). The inner maximisation's forward never goes through a
+        # DDP wrapper (input-only gradients); the outer step's does, so that DDP averages the gradients.
+        self._forward_fn = est.forward_fn(classifier)
+        self._train_forward_fn = est.forward_fn(classifier, classifier.model) if self._ddp else self._forward_fn
+
+    # -- checks -----------------------------------------------------------------------------------------------
+    def _check_params(self) -> None:
+        est.require_pytorch_classifier(self._classifier, type(self).__name__)
+        if self._classifier.optimizer is None:
+            raise ValueError("`classifier` has no optimizer; pass one to PyTorchClassifier(optimizer=...).")
+        self.threat  # noqa: B018 (building the ThreatSpec checks eps, p, norm, method, max_iter, eps_step, budget_rounds)
+        check_number("beta", self.beta, low=0.0)
+        if self.finetune is not None and self.finetune not in FINETUNE_MODES:
+            raise ValueError(f"`finetune` must be None or one of {FINETUNE_MODES}, got {self.finetune!r}.")
+        check_number("weight_noise", self.weight_noise, low=0.0)
+        if self.last_layer is not None:
+            find_last_linear(self._module, self.last_layer)
+        if self.freeze_except_last is not None:
+            check_int("freeze_except_last", self.freeze_except_last, low=1)
+        if not isinstance(self.amp, bool):
+            raise TypeError(f"`amp` must be a bool, got {self.amp!r}.")
+        check_number("kl_start_std", self.kl_start_std, low=0.0)
+        check_int("eval_max_iter", self.eval_max_iter, low=1)
+        check_number("sensitivity_weight", self.sensitivity_weight, low=0.0)
+        if self.inner_loss not in INNER_LOSSES:
+            raise ValueError(f"`inner_loss` must be one of {INNER_LOSSES}, got {self.inner_loss!r}.")
+        self._check_ddp()
+
+    def _check_ddp(self) -> None:
+        """A DDP model averages gradients over its own group: the trainer's ranks must be those."""
+        if not self._ddp:
+            return
+        if self.process_group is False:
+            raise ValueError("`process_group`=False does not fit a DistributedDataParallel model, which averages "
+                             "the gradients over its process group.")
+        world, ddp_world = self._sync.reducer.world_size, self._classifier.model.process_group.size()
+        if world != ddp_world:
+            raise ValueError(f"`process_group` has {world} ranks but the DistributedDataParallel model averages over "
+                             f"{ddp_world}.")
+
+    # -- what the settings imply ------------------------------------------------------------------------------
+    @property
+    def _ddp(self) -> bool:
+        """Whether the classifier's model is a ``DistributedDataParallel`` wrapper."""
+        return est.is_ddp(self._classifier.model)
+
+    @property
+    def _module(self) -> torch.nn.Module:
+        """The network itself, unwrapped from DDP: what fine-tuning, freezing and checkpoints act on."""
+        return est.unwrap(self._classifier.model)
+
+    @property
+    def _sync(self) -> RankSync:
+        """The collectives of the ranks that train together: over ``process_group``, by default a DDP model's own."""
+        return RankSync(training_group(self._classifier.model, self.process_group), self._device)
+
+    @property
+    def ball(self) -> WassersteinBall:
+        """The threat of the inner maximisation: the W_p ball of radius ``eps`` over each mini-batch."""
+        return self.threat.ball
+
+    def attack_config(self, batch_size: int) -> AttackConfig:
+        """Settings of the inner maximisation for a mini-batch of ``batch_size`` inputs (one pass, one budget)."""
+        return inner_attack_config(self.threat, batch_size)
+
+    @property
+    def _device(self) -> torch.device:
+        return est.device_of(self._classifier)
+
+    def _use_amp(self) -> bool:
+        return self.amp and self._device.type == "cuda"
+
+    def _forward(self, x: torch.Tensor, train: bool = False) -> torch.Tensor:
+        """Logits through the estimator's preprocessing, under bf16 autocast when ``amp`` is active.
+
+        :param train: For the outer step: through the DDP wrapper, if any (else the unwrapped module).
+        """
+        forward = self._train_forward_fn if train else self._forward_fn
+        ctx = torch.autocast("cuda", dtype=torch.bfloat16) if self._use_amp() else contextlib.nullcontext()
+        with ctx:
+            logits = forward(x)
+        return logits.float()
