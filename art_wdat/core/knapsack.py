@@ -1,0 +1,144 @@
+"""The W_p threat as a knapsack: flip the cheapest inputs first (the accuracy objective).
+
+For the accuracy objective an attack on the ball C(x', x) ≤ δ only has to decide *which* inputs to flip.
+Input i costs c_i, its minimal adversarial perturbation ‖x'_i − x_i‖_r (0 if it is already misclassified,
++inf if no attack flipped it). A set S is affordable when (1/N) Σ_{i∈S} c_i^p ≤ δ^p (p = inf: every
+c_i ≤ δ), and all items weigh one, so the largest affordable set is a prefix of the costs sorted in
+increasing order: the greedy choice is optimal.
+
+Pure torch. Sums of c^p run in float64 over all N inputs; under ``torch.distributed`` the costs of every
+rank are gathered (as a sum of zero-padded vectors: :class:`~art_wdat.core.reduce.Reducer` only sums and
+maximises) and sorted globally, so every rank takes the same decision and keeps its own part of the mask.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from art_wdat.core.reduce import LOCAL, Reducer
+
+
+def _rank_of(reducer: Reducer) -> int:
+    """This process's rank in the reducer's group (0 without torch.distributed)."""
+    if reducer.world_size == 1:
+        return 0
+    import torch.distributed as dist
+
+    return dist.get_rank(getattr(reducer, "group", None))
+
+
+def gather_costs(costs: torch.Tensor, reducer: Reducer = LOCAL) -> tuple[torch.Tensor, int]:
+    """All ranks' costs in rank order, and where this rank's block starts (float64; local: the costs themselves).
+
+    :param costs: This rank's costs, shape (n,).
+    :param reducer: Sums over the ranks of one distribution.
+    """
+    c = costs.double().reshape(-1)
+    if reducer.world_size == 1:
+        return c, 0
+    rank = _rank_of(reducer)
+    sizes = torch.zeros(reducer.world_size, dtype=torch.float64, device=c.device)
+    sizes[rank] = float(c.numel())
+    counts = [int(v) for v in reducer.sum(sizes).tolist()]
+    offset = sum(counts[:rank])
+    # Each rank fills its own block and zeros elsewhere: the sum is an exact all_gather (x + 0 = x, inf included).
+    padded = torch.zeros(sum(counts), dtype=torch.float64, device=c.device)
+    padded[offset:offset + c.numel()] = c
+    return reducer.sum(padded), offset
+
+
+def _check(costs: torch.Tensor, p: float) -> None:
+    if costs.dim() != 1:
+        raise ValueError(f"`costs` must be a vector (N,), got shape {tuple(costs.shape)}.")
+    if costs.numel() and (torch.isnan(costs).any() or (costs < 0).any()):
+        raise ValueError("`costs` must be ≥ 0 (+inf for inputs that were never flipped), without NaN.")
+    if not p >= 1:
+        raise ValueError(f"`p` must lie in [1, inf], got {p!r}.")
+
+
+def _scaled_powers(sorted_costs: torch.Tensor, p: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cumulative sums of (c/m)^p over the sorted finite costs, and the scale m (the largest finite cost).
+
+    Scaling keeps large ``p`` from overflowing (ℓ1 costs of images are in the thousands); the budget is
+    scaled the same way by the caller. +inf costs give +inf sums, which no budget affords.
+    """
+    finite = sorted_costs[torch.isfinite(sorted_costs)]
+    m = finite.max() if finite.numel() else sorted_costs.new_ones(())
+    m = torch.where(m > 0, m, torch.ones_like(m))
+    return (sorted_costs / m).pow(p).cumsum(0), m
+
+
+def affordable_count(sorted_costs: torch.Tensor, p: float, eps: torch.Tensor, n_total: int) -> torch.Tensor:
+    """For each budget in ``eps`` (any shape), how many of the ascending ``sorted_costs`` it flips.
+
+    :param sorted_costs: The costs of all N inputs in increasing order (float64).
+    :param p: Wasserstein order in [1, inf].
+    :param eps: Budgets δ ≥ 0 (float64).
+    :param n_total: N, the size of the whole distribution (the mean's denominator).
+    :return: Integer counts k(δ): the longest prefix with (1/N) Σ c^p ≤ δ^p (p = inf: c ≤ δ).
+    """
+    eps = eps.double()
+    if math.isinf(p):
+        return torch.searchsorted(sorted_costs, eps.reshape(-1), right=True).reshape(eps.shape)
+    cums, m = _scaled_powers(sorted_costs, p)
+    budget = n_total * (eps / m).pow(p)
+    # cums is non-decreasing (c^p ≥ 0), so the affordable prefixes are found by one binary search.
+    return torch.searchsorted(cums, budget.reshape(-1), right=True).reshape(eps.shape)
+
+
+def select_cheapest(costs: torch.Tensor, p: float, eps: float, reducer: Reducer = LOCAL) -> torch.Tensor:
+    """The largest set of inputs a W_p budget ``eps`` can flip: the cheapest first (optimal, all items weigh one).
+
+    Ties in cost are broken by the global index (rank, then position), so exactly the affordable number of
+    tied inputs is taken and the budget holds: (1/N) Σ_selected c_i^p ≤ eps^p in float64, N counting
+    every input of every rank. Inputs of cost 0 are always selected, those of cost +inf never.
+
+    :param costs: This rank's flip costs (N,), float64, ≥ 0, +inf where no attack flipped the input.
+    :param p: Wasserstein order in [1, inf]; inf selects every c_i ≤ eps.
+    :param eps: The budget δ ≥ 0.
+    :param reducer: Sums over the whole distribution (a :class:`~art_wdat.core.reduce.GroupReducer` under
+        torch.distributed).
+    :return: Boolean mask (N,) of this rank's selected inputs.
+    """
+    _check(costs, p)
+    all_costs, offset = gather_costs(costs, reducer)
+    order = torch.sort(all_costs, stable=True).indices
+    k = affordable_count(all_costs[order], p, all_costs.new_tensor(float(eps)), all_costs.numel())
+    chosen = torch.zeros(all_costs.numel(), dtype=torch.bool, device=all_costs.device)
+    chosen[order[:int(k)]] = True
+    return chosen[offset:offset + costs.numel()]
+
+
+def robust_accuracy_curve(costs: torch.Tensor, p: float, deltas: torch.Tensor | list[float],
+                          correct: torch.Tensor | None = None, reducer: Reducer = LOCAL) -> torch.Tensor:
+    """Accuracy after the knapsack attack, at every budget of ``deltas``, from one set of flip costs.
+
+    Exact for this attack: at budget δ it flips the k(δ) cheapest inputs (:func:`select_cheapest`), so its
+    accuracy is (#correct − #correct among the k(δ) cheapest) / N. Sorting once and one cumulative sum
+    answer every δ.
+
+    :param costs: Flip costs (N,): 0 for inputs misclassified already, +inf for those never flipped.
+    :param p: Wasserstein order in [1, inf].
+    :param deltas: Budgets δ ≥ 0.
+    :param correct: Which inputs are classified correctly; ``None`` means exactly those of positive cost.
+        Inputs not correct count as wrong and cost 0 whatever ``costs`` says.
+    :param reducer: Sums over the whole distribution (all ranks).
+    :return: Robust accuracy per δ (float64, shape of ``deltas``): the fraction of all N inputs that are
+        classified correctly and not flipped.
+    """
+    c = costs.double().reshape(-1)
+    _check(c, p)
+    ok = c > 0 if correct is None else correct.reshape(-1).to(torch.bool)
+    c = torch.where(ok, c, torch.zeros_like(c))
+    all_costs, _ = gather_costs(c, reducer)
+    n = all_costs.numel()
+    d = torch.as_tensor(deltas, dtype=torch.float64, device=c.device)
+    if n == 0:
+        return torch.full_like(d, float("nan"))
+    sorted_costs = torch.sort(all_costs).values
+    wrong = int((sorted_costs == 0).sum())
+    k = affordable_count(sorted_costs, p, d, n)
+    # Every flipped input beyond the `wrong` free ones was correct; an unflipped one still is.
+    return (n - torch.maximum(k, torch.full_like(k, wrong))).double() / n
