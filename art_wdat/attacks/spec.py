@@ -7,17 +7,19 @@ budget_rounds); both build a :class:`ThreatSpec` from them, so the checks, the d
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import get_args
+from dataclasses import dataclass, replace
+from typing import Literal, cast, get_args
 
 from art_wdat.core.engine import AttackConfig, StepMethod
 from art_wdat.core.losses import LossFn
 from art_wdat.core.threat import SUPPORTED_NORMS, WassersteinBall
 from art_wdat.validation import check_int, check_number
 
-#: The solvers of the distributional threat: W-PGD and W-PGD-Budget (METHOD.md §2–§4).
-Method = StepMethod
+#: The solvers of the distributional threat: W-PGD and W-PGD-Budget (METHOD.md §2–§4), which step the engine's loop,
+#: the knapsack over per-input flip costs, and W-AutoAttack ("auto": the strongest of the others).
+Method = Literal["wpgd", "budget", "knapsack", "auto"]
 METHODS: tuple[str, ...] = get_args(Method)
+STEP_METHODS: tuple[str, ...] = get_args(StepMethod)
 NormLike = int | float | str
 
 #: eps_step = EPS_STEP_RATIO · eps / max_iter by default (Bai et al., 2023).
@@ -72,6 +74,10 @@ class ThreatSpec:
         """The threat model: the W_p ball of radius ``eps`` over the ground norm."""
         return WassersteinBall(eps=float(self.eps), p=float(self.p), norm=parse_norm(self.norm))
 
+    def stepping(self, method: StepMethod) -> ThreatSpec:
+        """The same threat solved by the engine's ``method`` ("wpgd" or "budget")."""
+        return replace(self, method=method)
+
     @property
     def step(self) -> float:
         """The step size α of every iteration."""
@@ -79,10 +85,15 @@ class ThreatSpec:
 
     def config(self, loss_fn: LossFn, batch_size: int, *, targeted: bool = False,
                keep_best: bool = True) -> AttackConfig:
-        """The engine's settings for this threat with ``loss_fn``, ``batch_size`` inputs per pass."""
+        """The engine's settings for this threat with ``loss_fn``, ``batch_size`` inputs per pass.
+
+        :raises ValueError: for "knapsack" and "auto", which are not one loop of steps (see :meth:`stepping`).
+        """
+        if self.method not in STEP_METHODS:
+            raise ValueError(f"`method`={self.method!r} is not a step method {STEP_METHODS} of the engine.")
         return AttackConfig(ball=self.ball, loss_fn=loss_fn, eps_step=self.step, max_iter=self.max_iter,
-                            method=self.method, batch_size=batch_size, targeted=targeted, keep_best=keep_best,
-                            budget_rounds=self.budget_rounds)
+                            method=cast(StepMethod, self.method), batch_size=batch_size, targeted=targeted,
+                            keep_best=keep_best, budget_rounds=self.budget_rounds)
 
 
 class ThreatKeywords:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -19,7 +20,21 @@ from art.estimators.classification.classifier import ClassifierMixin
 from art.estimators.estimator import BaseEstimator, LossGradientsMixin
 
 from art_wdat.attacks import estimator as est
-from art_wdat.attacks.spec import Method, NormLike, ThreatKeywords
+from art_wdat.attacks.auto import (
+    AUTO_STEP_METHODS,
+    Candidate,
+    ComponentResult,
+    FlipCostCache,
+    best_candidate,
+    component_results,
+    is_unit_box,
+    run_knapsack,
+    score,
+    timed,
+    total_count,
+)
+from art_wdat.attacks.flip_costs import MIN_NORM_METHODS, MinNormMethod
+from art_wdat.attacks.spec import STEP_METHODS, Method, NormLike, ThreatKeywords, ThreatSpec
 from art_wdat.core.engine import AttackConfig, AttackTrace, Clip, run_distribution_attack
 from art_wdat.core.losses import LossFn, resolve_loss
 from art_wdat.core.reduce import ProcessGroupLike, Reducer, default_reducer
@@ -47,6 +62,12 @@ class AttackResult:
     :ivar loss: Mean attack loss per iterate of the returned run.
     :ivar best_iteration: The iterate returned (index into ``accuracy``).
     :ivar best_restart: The random restart it came from.
+    :ivar method: The method whose distribution is returned (for ``method="auto"``, the winning component).
+    :ivar components: For ``method="auto"``: what each component achieved on its own (accuracy, mean loss, cost,
+        seconds); empty otherwise.
+    :ivar flip_costs: For "knapsack" and "auto": the verified flip cost of every input (0 if misclassified
+        already, inf if none was found); :func:`art_wdat.core.knapsack.robust_accuracy_curve` turns them into the
+        accuracy of the knapsack at every budget.
     """
 
     cost: float
@@ -58,6 +79,9 @@ class AttackResult:
     loss: list[float]
     best_iteration: int
     best_restart: int
+    method: str = ""
+    components: dict[str, ComponentResult] = field(default_factory=dict)
+    flip_costs: np.ndarray | None = None
 
 
 class WassersteinDistributionalAttack(ThreatKeywords, EvasionAttack):
@@ -72,7 +96,7 @@ class WassersteinDistributionalAttack(ThreatKeywords, EvasionAttack):
 
     attack_params = EvasionAttack.attack_params + [
         "eps", "p", "norm", "method", "max_iter", "eps_step", "loss", "num_random_init", "targeted",
-        "batch_size", "keep_best", "budget_rounds", "process_group", "max_device_bytes", "verbose",
+        "batch_size", "keep_best", "budget_rounds", "min_norm", "process_group", "max_device_bytes", "verbose",
     ]
     _estimator_requirements = (BaseEstimator, LossGradientsMixin, ClassifierMixin)
 
@@ -92,6 +116,7 @@ class WassersteinDistributionalAttack(ThreatKeywords, EvasionAttack):
         batch_size: int = 32,
         keep_best: bool = True,
         budget_rounds: int = 10,
+        min_norm: MinNormMethod = "fab+apgd",
         process_group: ProcessGroupLike = None,
         max_device_bytes: int | None = None,
         verbose: bool = True,
@@ -102,8 +127,11 @@ class WassersteinDistributionalAttack(ThreatKeywords, EvasionAttack):
         :param eps: The Wasserstein budget δ ≥ 0, in the units of the ground norm.
         :param p: Wasserstein order in [1, inf]. ``inf`` is the pointwise threat (PGD); 2 is the papers' default.
         :param norm: Ground norm on inputs: ``np.inf``/"inf", 2 or 1.
-        :param method: "wpgd" (steepest ascent of the whole distribution) or "budget" (W-PGD-Budget: allocate
-                       δ_i from the sensitivity, then pointwise PGD in each input's own ball).
+        :param method: "wpgd" (steepest ascent of the whole distribution), "budget" (W-PGD-Budget: allocate
+                       δ_i from the sensitivity, then pointwise PGD in each input's own ball), "knapsack" (flip the
+                       inputs of smallest verified flip cost first, then W-PGD with what is left) or "auto"
+                       (W-AutoAttack: the strongest of the three; see :mod:`art_wdat.attacks.auto`). "knapsack" and
+                       "auto" need ``clip_values`` (0, 1) and labels, and are untargeted.
         :param max_iter: Number of steps; 1 is W-FGSM.
         :param eps_step: Step size α of each iteration (for "budget": α·δ_i/eps per input). Default
                          ``1.875 · eps / max_iter``.
@@ -117,6 +145,9 @@ class WassersteinDistributionalAttack(ThreatKeywords, EvasionAttack):
                           ``False`` returns the last iterate, as ART's PGD does.
         :param budget_rounds: For "budget": number of (re-)allocations of the per-input budgets, spread evenly
                               over the iterations.
+        :param min_norm: The per-input minimum-norm solver behind the flip costs of "knapsack" and "auto" (see
+                         :mod:`art_wdat.attacks.flip_costs`): "fab+apgd" (default, the strongest measured), "fab",
+                         "fab-t" or "apgd".
         :param process_group: ``torch.distributed`` group whose ranks' inputs form one distribution; default: the
                               world group when torch.distributed is initialised; ``False`` forces a local attack.
         :param max_device_bytes: Device memory the attack's copies of x may take (x, x_adv, gradients, best
@@ -139,10 +170,12 @@ class WassersteinDistributionalAttack(ThreatKeywords, EvasionAttack):
         self.batch_size = batch_size
         self.keep_best = keep_best
         self.budget_rounds = budget_rounds
+        self.min_norm = min_norm
         self.process_group = process_group
         self.max_device_bytes = max_device_bytes
         self.verbose = verbose
         self.last_result_: AttackResult | None = None
+        self._flip_costs = FlipCostCache()
         self._check_params()
 
     # -- configuration ----------------------------------------------------------------------------------
@@ -161,11 +194,16 @@ class WassersteinDistributionalAttack(ThreatKeywords, EvasionAttack):
                 raise TypeError(f"`{flag}` must be a bool, got {getattr(self, flag)!r}.")
         if self.targeted and isinstance(self.loss, str) and self.loss.lower() != "ce":
             raise ValueError(f"A targeted attack needs `loss`='ce' or a callable, got {self.loss!r}.")
+        if self.min_norm not in MIN_NORM_METHODS:
+            raise ValueError(f"`min_norm` must be one of {MIN_NORM_METHODS}, got {self.min_norm!r}.")
+        if self.method not in STEP_METHODS and (self.targeted or _is_kl(self.loss)):
+            raise ValueError(f"`method`={self.method!r} is untargeted and needs class labels: not with targeted=True "
+                             "or loss='kl'.")
 
-    def config(self, batch_size: int | None = None) -> AttackConfig:
-        """The torch-level settings of this attack (used by the trainer, which skips numpy)."""
-        return self.threat.config(resolve_loss(self.loss), batch_size or self.batch_size, targeted=self.targeted,
-                                  keep_best=self.keep_best)
+    def config(self, batch_size: int | None = None, threat: ThreatSpec | None = None) -> AttackConfig:
+        """The engine's settings of this attack, or of ``threat`` with this attack's loss and batches."""
+        return (threat or self.threat).config(resolve_loss(self.loss), batch_size or self.batch_size,
+                                              targeted=self.targeted, keep_best=self.keep_best)
 
     def reducer(self) -> Reducer:
         """Reductions over the whole distribution (across ranks under torch.distributed)."""
@@ -190,26 +228,56 @@ class WassersteinDistributionalAttack(ThreatKeywords, EvasionAttack):
             self.last_result_ = None
             return x.copy()
         x32 = np.ascontiguousarray(x, dtype=np.float32)
-        x_t, x_adv_t, trace = self._attack(x32, target)
-        self.last_result_ = res = self._result(x_t, x_adv_t, trace)
-        logger.info("W-PGD (%s, p=%s, norm=%s, eps=%.4g): accuracy %.4f -> %.4f, cost %.4g", self.method, self.p,
-                    self.norm, self.eps, res.accuracy[0], res.accuracy[res.best_iteration], res.cost)
+        x_t, x_adv_t, res = self._attack(x32, target)
+        self.last_result_ = res
+        logger.info("%s (p=%s, norm=%s, eps=%.4g): accuracy %.4f -> %.4f, cost %.4g", res.method, self.p, self.norm,
+                    self.eps, res.accuracy[0], res.accuracy[res.best_iteration], res.cost)
         return in_caller_dtype(x, x32, x_adv_t.cpu().numpy(), self.estimator.clip_values)
 
-    def _attack(self, x32: np.ndarray, target: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, AttackTrace]:
-        """Run the engine on ``x32``; return x and x_adv as tensors (where the attack kept them) and the trace."""
+    def _attack(self, x32: np.ndarray, target: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, AttackResult]:
+        """Attack ``x32``; return x and x_adv as tensors (where the attack kept them) and what it found."""
         device = est.device_of(self.estimator)
-        storage = self._storage_device(device, x32.nbytes)
+        # Streaming serves the engine's loop; the knapsack's solvers keep their inputs on the device.
+        storage = self._storage_device(device, x32.nbytes) if self.method in STEP_METHODS else device
         x_t = torch.from_numpy(x32.copy())
         x_t = x_t.pin_memory() if storage != device and device.type == "cuda" else x_t.to(storage)
         clip = est.clip_box(self.estimator, storage)
-        start = _clipped(self.ball.random_start if self.num_random_init > 0 else None, clip)
+        target_t = torch.from_numpy(target).to(device)
         with est.eval_mode(self.estimator):
-            x_adv_t, trace = run_distribution_attack(
-                est.forward_fn(self.estimator), x_t, torch.from_numpy(target).to(device), self.config(), start=start,
-                restarts=max(1, self.num_random_init), clip=clip, reducer=self.reducer(), verbose=self.verbose,
-                device=device)
-        return x_t, x_adv_t, trace
+            if self.method not in STEP_METHODS:
+                return (x_t, *self._search(x_t, target_t, clip))
+            x_adv_t, trace = self._engine(x_t, target_t, self.threat, clip, device)
+        return x_t, x_adv_t, self._result(x_t, x_adv_t, trace, self.method)
+
+    def _engine(self, x: torch.Tensor, target: torch.Tensor, threat: ThreatSpec, clip: Clip | None,
+                device: torch.device) -> tuple[torch.Tensor, AttackTrace]:
+        """The engine's loop for a step method ("wpgd" or "budget") of ``threat``, with this attack's settings."""
+        start = _clipped(threat.ball.random_start if self.num_random_init > 0 else None, clip)
+        return run_distribution_attack(est.forward_fn(self.estimator), x, target, self.config(threat=threat),
+                                       start=start, restarts=max(1, self.num_random_init), clip=clip,
+                                       reducer=self.reducer(), verbose=self.verbose, device=device)
+
+    def _search(self, x: torch.Tensor, y: torch.Tensor, clip: Clip | None) -> tuple[torch.Tensor, AttackResult]:
+        """"knapsack", or "auto": the knapsack, W-PGD and W-PGD-Budget, the one with the fewest correct returned."""
+        if not is_unit_box(clip):
+            raise ValueError(f"`method`={self.method!r} needs an estimator with clip_values=(0, 1): the flip-cost "
+                             "solvers work in [0, 1].")
+        forward, reducer, threat = est.forward_fn(self.estimator), self.reducer(), self.threat
+        cfg = self.config(threat=threat.stepping("wpgd"))
+        x_k, costs, seconds = run_knapsack(forward, x, y, threat, self._flip_costs, solver=self.min_norm, clip=clip,
+                                           batch_size=self.batch_size, reducer=reducer)
+        candidates = [Candidate("knapsack", x_k, score(forward, x_k, y, cfg, reducer), None, seconds)]
+        for name in AUTO_STEP_METHODS if self.method == "auto" else ():
+            x_m, trace, seconds = timed(partial(self._engine, x, y, threat.stepping(name), clip, x.device))
+            candidates.append(Candidate(name, x_m, score(forward, x_m, y, cfg, reducer), trace, seconds))
+        best = best_candidate(candidates)
+        n = total_count(x, reducer)
+        trace = best.trace or _endpoints(score(forward, x, y, cfg, reducer), best.score, n)
+        result = self._result(x, best.x_adv, trace, best.name)
+        result.flip_costs = costs.costs.cpu().numpy()
+        if self.method == "auto":
+            result.components = component_results(candidates, x, threat, n, self.targeted, reducer)
+        return best.x_adv, result
 
     def _storage_device(self, device: torch.device, x_bytes: int) -> torch.device:
         """Where x and its companions live: on the device if they fit in ``max_device_bytes``, else the host."""
@@ -237,7 +305,7 @@ class WassersteinDistributionalAttack(ThreatKeywords, EvasionAttack):
             return np.zeros(0, dtype=np.int64)
         return self.estimator.predict(x.astype(np.float32), batch_size=self.batch_size).argmax(axis=1)
 
-    def _result(self, x: torch.Tensor, x_adv: torch.Tensor, trace: AttackTrace) -> AttackResult:
+    def _result(self, x: torch.Tensor, x_adv: torch.Tensor, trace: AttackTrace, method: str) -> AttackResult:
         ball, reducer = self.ball, self.reducer()
         delta = x_adv - x
         return AttackResult(
@@ -245,7 +313,17 @@ class WassersteinDistributionalAttack(ThreatKeywords, EvasionAttack):
             perturbation_norms=ball.ground_norms(delta).cpu().numpy(),
             budgets=None if trace.budgets is None else trace.budgets.cpu().numpy(),
             accuracy=[v if self.targeted else 1.0 - v for v in trace.success_rate], loss=trace.loss,
-            best_iteration=trace.best_iteration, best_restart=trace.best_restart)
+            best_iteration=trace.best_iteration, best_restart=trace.best_restart, method=method)
+
+
+def _is_kl(loss: str | LossFn) -> bool:
+    return isinstance(loss, str) and loss.lower() == "kl"
+
+
+def _endpoints(clean: torch.Tensor, attacked: torch.Tensor, n: float) -> AttackTrace:
+    """A two-point trace (start, returned) from [wins, loss sum] scores, for a distribution not found by steps."""
+    rates = (torch.stack([clean, attacked]) / max(n, 1.0)).cpu()
+    return AttackTrace(success_rate=rates[:, 0].tolist(), loss=rates[:, 1].tolist(), best_iteration=1)
 
 
 def _clipped(start: Start | None, clip: Clip | None) -> Start | None:

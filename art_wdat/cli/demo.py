@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from art_wdat.attacks.spec import Method
+from art_wdat.core.engine import StepMethod
 from art_wdat.evaluation import (
     EvaluationResult,
     EvaluationSettings,
@@ -90,7 +90,7 @@ class DemoConfig:
     finetune_epochs: int = 5
     finetune_lr: float = 3e-4
     finetune_mode: FinetuneMode | None = None
-    finetune_method: Method = "budget"
+    finetune_method: StepMethod = "budget"
     budgets: tuple = (0.05, 0.1, 0.15)
     p: float = 2.0
     eval_iter: int = 20

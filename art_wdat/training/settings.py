@@ -16,8 +16,8 @@ import torch
 from art.defences.trainer.trainer import Trainer
 
 from art_wdat.attacks import estimator as est
-from art_wdat.attacks.spec import Method, NormLike, ThreatKeywords
-from art_wdat.core.engine import AttackConfig
+from art_wdat.attacks.spec import STEP_METHODS, NormLike, ThreatKeywords
+from art_wdat.core.engine import AttackConfig, StepMethod
 from art_wdat.core.reduce import ProcessGroupLike
 from art_wdat.core.threat import WassersteinBall
 from art_wdat.training.finetune import FINETUNE_MODES, FinetuneMode, find_last_linear
@@ -43,7 +43,7 @@ class TRADESSettings(ThreatKeywords, Trainer):
         *,
         max_iter: int = 10,
         eps_step: float | None = None,
-        method: Method = "wpgd",
+        method: StepMethod = "wpgd",
         budget_rounds: int = 1,
         finetune: FinetuneMode | None = None,
         weight_noise: float = 0.01,
@@ -123,7 +123,9 @@ class TRADESSettings(ThreatKeywords, Trainer):
         est.require_pytorch_classifier(self._classifier, type(self).__name__)
         if self._classifier.optimizer is None:
             raise ValueError("`classifier` has no optimizer; pass one to PyTorchClassifier(optimizer=...).")
-        self.threat  # noqa: B018 (building the ThreatSpec checks eps, p, norm, method, max_iter, eps_step, budget_rounds)
+        self.check_threat()
+        if self.method not in STEP_METHODS:
+            raise ValueError(f"`method` of the inner maximisation must be one of {STEP_METHODS}, got {self.method!r}.")
         check_number("beta", self.beta, low=0.0)
         if self.finetune is not None and self.finetune not in FINETUNE_MODES:
             raise ValueError(f"`finetune` must be None or one of {FINETUNE_MODES}, got {self.finetune!r}.")
