@@ -22,6 +22,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -33,6 +34,9 @@ from art_wdat import WassersteinDistributionalAttack  # noqa: E402
 from art_wdat.evaluation import EvaluationSettings, run_timed_attack  # noqa: E402
 from art_wdat.training.checkpoint import seed_everything  # noqa: E402
 from art_wdat.zoo import make_classifier  # noqa: E402
+
+if TYPE_CHECKING:
+    from art.estimators.classification import PyTorchClassifier
 
 #: Column keys in table order, their headings, and the method of the distributional attack behind each.
 COLUMNS = ("pgd", "autoattack", "wpgd", "budget", "knapsack", "auto")
@@ -107,7 +111,7 @@ def check_cost(x: np.ndarray, x_adv: np.ndarray, delta: float, slack: float = 0.
     return cost, in_box and cost <= delta * (1 + TOLERANCE) + slack
 
 
-def accuracy(clf, x: np.ndarray, y: np.ndarray, batch_size: int) -> float:
+def accuracy(clf: PyTorchClassifier, x: np.ndarray, y: np.ndarray, batch_size: int) -> float:
     return float(np.mean(clf.predict(x, batch_size=batch_size).argmax(axis=1) == y))
 
 
@@ -119,33 +123,30 @@ def settings_for(args: argparse.Namespace) -> EvaluationSettings:
 
 
 class Distributional:
-    """The knapsack and W-AutoAttack columns: one attack object per method, reused over δ so that its flip
-    costs (which do not depend on δ) are computed once per model; the first run's time includes them."""
+    """The knapsack and W-AutoAttack columns. One attack object serves both methods and every δ: its flip
+    costs do not depend on either, so it computes them once per model (the first run's time includes them)."""
 
-    def __init__(self, clf, args: argparse.Namespace) -> None:
-        self.clf, self.args = clf, args
-        self.attacks: dict[str, WassersteinDistributionalAttack] = {}
+    def __init__(self, clf: PyTorchClassifier, args: argparse.Namespace) -> None:
+        self.attack = WassersteinDistributionalAttack(clf, eps=1 / 255, p=P, norm=GROUND_NORM, method="auto",
+                                                      max_iter=args.iters["auto"], loss="redlr",
+                                                      batch_size=args.batch_size, verbose=False)
+        self.cold = True
 
     def run(self, method: str, x: np.ndarray, y: np.ndarray, delta: float) -> tuple[np.ndarray, float, str]:
-        cold = method not in self.attacks
-        if cold:
-            self.attacks[method] = WassersteinDistributionalAttack(
-                self.clf, eps=delta, p=P, norm=GROUND_NORM, method=method, max_iter=self.args.iters["auto"],
-                loss="redlr", batch_size=self.args.batch_size, verbose=False)
-        attack = self.attacks[method]
-        attack.set_params(eps=delta)
+        self.attack.set_params(eps=delta, method=method)
         seed_everything(0)
         start = time.perf_counter()
-        x_adv = attack.generate(x, y)
+        x_adv = self.attack.generate(x, y)
         seconds = time.perf_counter() - start
-        res = attack.last_result_
-        note = "flip costs computed" if cold else "flip costs reused"
+        note = "flip costs computed (time includes them)" if self.cold else "flip costs reused"
+        self.cold = False
+        res = self.attack.last_result_
         if method == "auto" and res is not None and getattr(res, "method", None):
             note += f"; won by {res.method}"
         return x_adv, seconds, note
 
 
-def run_cell(key: str, clf, x: np.ndarray, y: np.ndarray, delta: float, args: argparse.Namespace,
+def run_cell(key: str, clf: PyTorchClassifier, x: np.ndarray, y: np.ndarray, delta: float, args: argparse.Namespace,
              dist: Distributional) -> Cell:
     if key in REGISTRY_NAME:
         x_adv, seconds = run_timed_attack(REGISTRY_NAME[key], clf, x, y, delta, p=P, norm=GROUND_NORM,
@@ -160,7 +161,7 @@ def run_cell(key: str, clf, x: np.ndarray, y: np.ndarray, delta: float, args: ar
     return Cell(accuracy(clf, x_adv, y, args.batch_size), seconds, cost, feasible, note)
 
 
-def standard_autoattack(model: torch.nn.Module, clf, x: np.ndarray, y: np.ndarray, args: argparse.Namespace) -> Cell:
+def standard_autoattack(model: torch.nn.Module, clf: PyTorchClassifier, x: np.ndarray, y: np.ndarray, args: argparse.Namespace) -> Cell:
     """Standard AutoAttack (APGD-CE, APGD-T, FAB-T, Square) from the ``autoattack`` package at ε = 2/255."""
     from art_wdat.zoo.robustbench_compat import ensure_autoattack_alias
 

@@ -1,4 +1,4 @@
-"""W-AutoAttack (``method="auto"``) and ``method="knapsack"`` through the ART attack: feasibility, domination, errors."""
+"""W-AutoAttack (``method="auto"``) and ``method="knapsack"`` through the ART attack: feasibility, domination."""
 
 from __future__ import annotations
 

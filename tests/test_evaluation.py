@@ -67,7 +67,7 @@ def _direct_attack(name: str, clf, budget: float):
                                              nb_random_init=1, batch_size=64, loss_type=loss, verbose=False)
                 for loss in ("cross_entropy", "difference_logits_ratio")]
         return AutoAttack(clf, norm=np.inf, eps=budget, eps_step=2 * budget, attacks=runs, batch_size=64)
-    method = "wpgd" if name == "wpgd" else "budget"
+    method = {"wpgd": "wpgd", "wpgd-budget": "budget", "wauto": "auto"}[name]
     return WassersteinDistributionalAttack(clf, eps=budget, p=2.0, norm=np.inf, method=method, max_iter=5,
                                            loss="redlr", batch_size=64, budget_rounds=5, verbose=False)
 
@@ -94,13 +94,20 @@ def test_bound_row_agrees_with_metrics(demo_model, result):
     assert row.r_lower == pytest.approx(low.r_lower)
 
 
+def test_w_autoattack_is_the_strongest_row_and_gives_r_upper(result):
+    for row in result.budgets:
+        assert row.accuracy("wauto") <= min(row.accuracy(name) for name in evaluation.ATTACKS)
+        assert row.best_attack == "wauto" or row.accuracy(row.best_attack) == row.accuracy("wauto")
+        assert row.r_upper == pytest.approx(row.accuracy("wauto") / result.clean_accuracy)
+
+
 def test_json_round_trip_and_markdown(result, tmp_path):
     text = result.to_json()
     again = EvaluationResult.from_json(text)
     assert again.to_json() == text
     assert math.isinf(again.norm) and again.budgets[0].attacks["pgd"].accuracy == result.budgets[0].accuracy("pgd")
     md = result.to_markdown(title="demo")
-    for name in ("PGD", "AutoAttack", "W-PGD", "W-PGD-Budget", "R^u", "R^l", "Wall time"):
+    for name in ("PGD", "AutoAttack", "W-PGD", "W-PGD-Budget", "W-AutoAttack", "R^u", "R^l", "Wall time"):
         assert name in md
     assert len(result.rows()) == len(BUDGETS) * len(evaluation.ATTACKS)
     table = evaluation.compare_markdown(result, again, ("a", "b"))

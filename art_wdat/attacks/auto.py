@@ -23,6 +23,7 @@ from art_wdat.attacks.flip_costs import FlipCosts, MinNormMethod, min_norm_costs
 from art_wdat.attacks.knapsack import knapsack_torch
 from art_wdat.attacks.spec import ThreatSpec, parse_norm
 from art_wdat.core.engine import AttackConfig, AttackTrace, Clip, Forward, GradientPass, StepMethod
+from art_wdat.core.losses import LossFn
 from art_wdat.core.reduce import Reducer
 
 #: The engine's parts of W-AutoAttack, run after the knapsack (which wins ties of equal score, then these in order).
@@ -90,13 +91,14 @@ def score(forward: Forward, x_adv: torch.Tensor, target: torch.Tensor, cfg: Atta
 
 
 def run_knapsack(forward: Forward, x: torch.Tensor, y: torch.Tensor, threat: ThreatSpec, cache: FlipCostCache, *,
-                 solver: MinNormMethod, clip: Clip | None, batch_size: int,
-                 reducer: Reducer) -> tuple[torch.Tensor, FlipCosts, float]:
-    """The knapsack distribution of ``threat`` (leftover budget spent by W-PGD); (x_adv, flip costs, seconds)."""
+                 solver: MinNormMethod, clip: Clip | None, batch_size: int, reducer: Reducer,
+                 loss_fn: LossFn) -> tuple[torch.Tensor, FlipCosts, float]:
+    """The knapsack distribution of ``threat`` (leftover budget spent by W-PGD with ``loss_fn``); (x_adv, flip
+    costs, seconds)."""
     start = time.perf_counter()
     costs = cache.costs(forward, x, y, parse_norm(threat.norm), solver)
     x_adv, _, _ = knapsack_torch(forward, x, y, threat.stepping("wpgd"), costs, clip=clip, batch_size=batch_size,
-                                 reducer=reducer)
+                                 reducer=reducer, loss_fn=loss_fn)
     return x_adv, costs, time.perf_counter() - start
 
 

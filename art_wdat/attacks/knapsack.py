@@ -26,7 +26,7 @@ from art_wdat.attacks.flip_costs import FlipCosts, Forward, MinNormMethod, min_n
 from art_wdat.attacks.spec import ThreatSpec, parse_norm
 from art_wdat.core.engine import run_distribution_attack
 from art_wdat.core.knapsack import select_cheapest
-from art_wdat.core.losses import resolve_loss
+from art_wdat.core.losses import LossFn, redlr
 from art_wdat.core.norms import power_mean
 from art_wdat.core.reduce import LOCAL, Reducer
 from art_wdat.core.threat import WassersteinBall
@@ -81,7 +81,7 @@ def leftover_budget(ball: WassersteinBall, costs: torch.Tensor, selected: torch.
 
 def spend_leftover(forward: Forward, x: torch.Tensor, y: torch.Tensor, rest: torch.Tensor,
                    threat: ThreatSpec, leftover: float, *, clip: tuple | None, batch_size: int,
-                   reducer: Reducer = LOCAL) -> torch.Tensor | None:
+                   reducer: Reducer = LOCAL, loss_fn: LossFn = redlr) -> torch.Tensor | None:
     """W-PGD (ReDLR) on the inputs ``rest`` alone, in the ball over them that costs ``leftover`` over all N.
 
     :return: The attacked rows of ``rest`` (in order), or None when there is nothing to spend or no one to
@@ -93,16 +93,17 @@ def spend_leftover(forward: Forward, x: torch.Tensor, y: torch.Tensor, rest: tor
     scale = 1.0 if math.isinf(threat.p) else (n_all / n_rest) ** (1.0 / threat.p)
     sub = ThreatSpec(eps=leftover * scale * (1.0 - BUDGET_MARGIN), p=threat.p, norm=threat.norm, method="wpgd",
                      max_iter=threat.max_iter)
-    cfg = sub.config(resolve_loss("redlr"), batch_size)
+    cfg = sub.config(loss_fn, batch_size)
     x_r, _ = run_distribution_attack(forward, x[rest], y[rest], cfg, clip=clip, reducer=reducer, track=True)
     return x_r
 
 
 def knapsack_torch(forward: Forward, x: torch.Tensor, y: torch.Tensor, threat: ThreatSpec,
                    costs: FlipCosts, *, clip: tuple | None = None, batch_size: int = 128, leftover_steps: bool = True,
-                   reducer: Reducer = LOCAL) -> tuple[torch.Tensor, torch.Tensor, float]:
+                   reducer: Reducer = LOCAL, loss_fn: LossFn = redlr) -> tuple[torch.Tensor, torch.Tensor, float]:
     """The knapsack distribution at budget ``threat.eps`` from verified ``costs`` (torch level).
 
+    :param loss_fn: The loss of that W-PGD (ReDLR by default; CE for models of fewer than 3 classes).
     :param leftover_steps: Spend the budget left after the knapsack set with W-PGD; ``False`` returns the
         knapsack set alone (whose accuracy is the curve of :func:`~art_wdat.core.knapsack.robust_accuracy_curve`).
     :return: (x_adv, the selected mask, the leftover L), with C(x_adv, x) ≤ eps enforced.
@@ -114,7 +115,8 @@ def knapsack_torch(forward: Forward, x: torch.Tensor, y: torch.Tensor, threat: T
     leftover = leftover_budget(ball, costs.costs, selected, reducer)
     rest = costs.correct & ~selected
     if leftover_steps and threat.eps > 0:
-        x_r = spend_leftover(forward, x, y, rest, threat, leftover, clip=clip, batch_size=batch_size, reducer=reducer)
+        x_r = spend_leftover(forward, x, y, rest, threat, leftover, clip=clip, batch_size=batch_size, reducer=reducer,
+                             loss_fn=loss_fn)
         if x_r is not None:
             x_adv[rest] = x_r
     return ball.enforce(x, x_adv, reducer), selected, leftover

@@ -265,7 +265,7 @@ class WassersteinDistributionalAttack(ThreatKeywords, EvasionAttack):
         forward, reducer, threat = est.forward_fn(self.estimator), self.reducer(), self.threat
         cfg = self.config(threat=threat.stepping("wpgd"))
         x_k, costs, seconds = run_knapsack(forward, x, y, threat, self._flip_costs, solver=self.min_norm, clip=clip,
-                                           batch_size=self.batch_size, reducer=reducer)
+                                           batch_size=self.batch_size, reducer=reducer, loss_fn=cfg.loss_fn)
         candidates = [Candidate("knapsack", x_k, score(forward, x_k, y, cfg, reducer), None, seconds)]
         for name in AUTO_STEP_METHODS if self.method == "auto" else ():
             x_m, trace, seconds = timed(partial(self._engine, x, y, threat.stepping(name), clip, x.device))

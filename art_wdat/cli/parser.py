@@ -18,7 +18,7 @@ from art_wdat.validation import check_int, check_number
 
 PROG = "art-wdat"
 EXIT_USAGE = 2
-DEFAULT_ATTACKS = "pgd,autoattack,wpgd,wpgd-budget"
+DEFAULT_ATTACKS = "pgd,autoattack,wpgd,wpgd-budget,wauto"
 #: Budgets when --eps is not given: the digits demo's for digits, the usual CIFAR ℓ∞ ones otherwise.
 DEFAULT_BUDGETS = {"digits": "0.05,0.1,0.15"}
 DEFAULT_IMAGE_BUDGETS = "2/255,4/255,8/255"

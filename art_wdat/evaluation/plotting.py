@@ -16,7 +16,7 @@ from art_wdat.evaluation.registry import ATTACK_NAMES
 from art_wdat.evaluation.report import EvaluationResult
 
 Results = EvaluationResult | Mapping[str, EvaluationResult]
-_MARKERS = {"pgd": "o", "autoattack": "s", "wpgd": "^", "wpgd-budget": "v"}
+_MARKERS = {"pgd": "o", "autoattack": "s", "wpgd": "^", "wpgd-budget": "v", "wauto": "D"}
 
 
 def _draw(ax, result: EvaluationResult, title: str | None) -> None:

@@ -1,7 +1,8 @@
 """The attacks the side-by-side evaluation compares, and how each is configured, built and run.
 
-Pointwise: ART ``ProjectedGradientDescent`` and ART ``AutoAttack`` (its APGD runs); distributional: W-PGD and
-W-PGD-Budget (:class:`~art_wdat.attacks.WassersteinDistributionalAttack`). :func:`build_attack` builds the
+Pointwise: ART ``ProjectedGradientDescent`` and ART ``AutoAttack`` (its APGD runs); distributional: W-PGD,
+W-PGD-Budget and W-AutoAttack (``method="auto"``: the strongest of the knapsack, W-PGD and W-PGD-Budget) of
+:class:`~art_wdat.attacks.WassersteinDistributionalAttack`. :func:`build_attack` builds the
 attack behind one row of the report exactly as :func:`~art_wdat.evaluation.evaluate` runs it, so a row can be
 reproduced by seeding (:func:`~art_wdat.training.checkpoint.seed_everything`) and calling that attack directly.
 """
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from art_wdat.attacks import WassersteinDistributionalAttack
+from art_wdat.attacks.spec import Method
 from art_wdat.core.reduce import ProcessGroupLike
 from art_wdat.training.checkpoint import seed_everything
 
@@ -24,8 +26,11 @@ if TYPE_CHECKING:
     from art.estimators.classification import PyTorchClassifier
 
 #: Attack keys, in report order, and their display names.
-ATTACKS = ("pgd", "autoattack", "wpgd", "wpgd-budget")
-ATTACK_NAMES = {"pgd": "PGD", "autoattack": "AutoAttack", "wpgd": "W-PGD", "wpgd-budget": "W-PGD-Budget"}
+ATTACKS = ("pgd", "autoattack", "wpgd", "wpgd-budget", "wauto")
+ATTACK_NAMES = {"pgd": "PGD", "autoattack": "AutoAttack", "wpgd": "W-PGD", "wpgd-budget": "W-PGD-Budget",
+                "wauto": "W-AutoAttack"}
+#: The distributional rows and the attack method behind each.
+_W_METHODS: dict[str, Method] = {"wpgd": "wpgd", "wpgd-budget": "budget", "wauto": "auto"}
 AUTOATTACK_LOSSES = {"ce": "cross_entropy", "dlr": "difference_logits_ratio"}
 
 
@@ -91,10 +96,10 @@ def build_attack(name: str, classifier: PyTorchClassifier, budget: float, *, p: 
                                         num_random_init=s.pgd_random_init, batch_size=s.batch_size, verbose=False)
     if name == "autoattack":
         return _build_autoattack(classifier, budget, norm, s)
-    if name in ("wpgd", "wpgd-budget"):
+    if name in _W_METHODS:
         eps_step = None if s.wpgd_step_ratio is None else s.wpgd_step_ratio * budget / s.max_iter
         return WassersteinDistributionalAttack(classifier, eps=budget, p=p, norm=norm,
-                                               method="wpgd" if name == "wpgd" else "budget",
+                                               method=_W_METHODS[name],
                                                max_iter=s.max_iter, eps_step=eps_step, loss=s.wpgd_loss,
                                                batch_size=s.batch_size, budget_rounds=s.budget_rounds,
                                                process_group=process_group, verbose=False)
