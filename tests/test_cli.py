@@ -65,7 +65,7 @@ def test_demo_quick_writes_the_report_and_is_reproducible(tmp_path, capsys):
     code, out, _ = run(["demo", "--quick", "--out", str(tmp_path / "a"), "--seed", "5", "-q"], capsys)
     assert code == 0
     assert torch.get_num_threads() == threads  # main() gives the caller its thread setting back
-    for name in ("report.json", "report.md", "curve.png"):
+    for name in ("report.json", "report.md", "curve.png", "knapsack_curve.png"):
         assert (tmp_path / "a" / name).stat().st_size > 0
     assert "| budget δ | quantity | TRADES | W-TRADES fine-tune | change |" in out
     report = DemoReport.from_json((tmp_path / "a" / "report.json").read_text())
@@ -110,6 +110,10 @@ def test_evaluate_npz_with_local_checkpoint(npz_and_checkpoint, tmp_path, capsys
     data = json.loads((tmp_path / "ev" / "report.json").read_text())
     assert data["n_samples"] == 16 and len(data["budgets"]) == 2
     assert (tmp_path / "ev" / "curve.png").is_file()
+    # W-AutoAttack ran (the default attacks): its flip costs give the knapsack's whole curve, stored and plotted.
+    assert set(data["curve"]["accuracy"]) == {"1", "2", "inf"} and 8 / 255 in data["curve"]["deltas"]
+    assert (tmp_path / "ev" / "knapsack_curve.png").read_bytes()[:4] == b"\x89PNG"
+    assert "knapsack_curve.png" in out and "Knapsack curve" in out
 
 
 def test_finetune_then_evaluate(npz_and_checkpoint, tmp_path, capsys):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -119,11 +120,110 @@ def test_json_round_trip_and_markdown(result, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+# -- the knapsack's whole curve from W-AutoAttack's flip costs ---------------------------------------------
+
+
+def test_accuracy_curve_numpy_helper():
+    costs = np.array([0.0, 0.1, 0.2, np.inf, 0.05])  # one misclassified, one never flipped
+    assert evaluation.accuracy_curve(costs, 2, [0.0, 0.05, 1.0]).tolist() == pytest.approx([0.8, 0.4, 0.2])
+    # p = inf flips every input of cost ≤ δ; the shape of `deltas` is kept.
+    out = evaluation.accuracy_curve(costs, math.inf, np.array([[0.05, 0.1], [0.15, np.inf]]))
+    assert out.shape == (2, 2) and out.ravel().tolist() == pytest.approx([0.6, 0.4, 0.4, 0.2])
+    # No budget, however large (δ^p overflowing included), flips an input of infinite cost.
+    assert evaluation.accuracy_curve(costs, 2, [1e300, np.inf]).tolist() == [0.2, 0.2]
+    # `correct` overrides the zero-cost convention: a wrong input counts as wrong whatever its cost.
+    assert evaluation.accuracy_curve(costs, 1, [0.0], correct=np.array([0, 1, 1, 1, 0])).tolist() == [0.6]
+    for bad, match in (((costs[:, None], 2, [0.1]), "vector"), ((costs, 0.5, [0.1]), "p"),
+                       ((costs, 2, [-0.1]), "deltas"), ((costs, 2, [np.nan]), "deltas"),
+                       ((-costs, 2, [0.1]), "costs")):
+        with pytest.raises(ValueError, match=match):
+            evaluation.accuracy_curve(*bad)
+
+
+def test_knapsack_curve_bounds_w_autoattack(result):
+    curve = result.curve
+    assert curve is not None and list(curve.accuracy) == ["1", "2", "inf"]
+    assert set(BUDGETS) <= set(curve.deltas) and curve.deltas == sorted(curve.deltas) and curve.deltas[0] == 0.0
+    assert curve.deltas[-1] == pytest.approx(1.5 * max(BUDGETS)) and len(curve.deltas) >= 31
+    assert len(curve.sorted_costs) == result.n_samples and curve.source_budget == BUDGETS[0]
+    assert not curve.per_255  # one-channel digits: δ is not read in k/255
+    costs = np.array(curve.sorted_costs)
+    for order, values in curve.accuracy.items():
+        assert values == evaluation.accuracy_curve(costs, float(order), curve.deltas).tolist()
+        assert values == sorted(values, reverse=True)  # more budget never flips fewer inputs
+        assert values[0] == pytest.approx(result.clean_accuracy, abs=1e-12)  # δ = 0: the misclassified only
+    # The W_q ball lies inside the W_p ball for p ≤ q: a larger order never flips more.
+    acc = np.array([curve.accuracy[q] for q in ("1", "2", "inf")])
+    assert (np.diff(acc, axis=0) >= 0).all()
+    for row in result.budgets:
+        # W-AutoAttack contains the knapsack (then leftover W-PGD, W-PGD and W-PGD-Budget): never above its curve.
+        assert row.accuracy("wauto") <= curve.at(2.0, row.budget)
+
+
+def test_knapsack_curve_equals_the_knapsack_alone(demo_model, result):
+    from art_wdat.attacks.knapsack import knapsack_attack
+    from art_wdat.attacks.spec import ThreatSpec
+
+    clf, x, y = demo_model
+    budget = BUDGETS[-1]
+    seed_everything(3)  # the seed of `result`: the flip costs are the same
+    _, alone = knapsack_attack(clf, x, y, ThreatSpec(eps=budget, p=2.0), leftover_steps=False)
+    assert np.sort(alone.costs).tolist() == result.curve.sorted_costs
+    assert alone.accuracy == pytest.approx(result.curve.at(2.0, budget), abs=1e-12)
+
+
+def test_knapsack_curve_round_trip_markdown_and_plot(result, tmp_path):
+    again = EvaluationResult.from_json(result.to_json())
+    assert again.curve == result.curve and again.to_json() == result.to_json()
+    md = result.to_markdown()
+    assert "Knapsack curve" in md and "| budget δ | p = 1 | p = 2 | p = inf |" in md
+    row = f"| 0.15 | {result.curve.at(1, 0.15):.4f} | {result.curve.at(2, 0.15):.4f} | " \
+          f"{result.curve.at(math.inf, 0.15):.4f} |"
+    assert row in md
+
+    from art_wdat.evaluation.plotting import plot_knapsack_curve
+
+    png = plot_knapsack_curve({"a": result, "b": again}, tmp_path / "k" / "knapsack_curve.png", title="t")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert plot_knapsack_curve(result, tmp_path / "k255.png", per_255=True).is_file()
+    no_curve = EvaluationResult.from_dict({**result.to_dict(), "curve": None})
+    with pytest.raises(ValueError, match="no knapsack curve"):
+        plot_knapsack_curve(no_curve, tmp_path / "none.png")
+
+
+SHARDS = (37, 23)  # unequal on purpose
+
+
+def _evaluate_wauto_shard(rank: int, world: int, tmp: str) -> None:
+    from tests.ranks import digits_shard
+
+    clf, x, y = digits_shard(tmp, rank, SHARDS)
+    result = evaluate(clf, x, y, [0.03], p=2.0, attacks="wauto", settings=SETTINGS, seed=0)
+    (Path(tmp) / f"report{rank}.json").write_text(result.to_json())
+
+
+def test_knapsack_curve_across_ranks_is_the_curve_of_the_union(tmp_path, digits_clf, digits):
+    from tests.ranks import errors, spawn
+
+    torch.save(digits_clf.model.state_dict(), tmp_path / "model.pt")
+    _, _, x, y = digits
+    x, y = x[:sum(SHARDS)], y[:sum(SHARDS)]
+    np.savez(tmp_path / "data.npz", x=x, y=y)
+    assert spawn(_evaluate_wauto_shard, len(SHARDS), tmp_path) == [True, True], errors(tmp_path, len(SHARDS))
+    reports = [EvaluationResult.from_json((tmp_path / f"report{r}.json").read_text()) for r in range(len(SHARDS))]
+    assert reports[0].curve == reports[1].curve  # every rank reports the curve of all of them
+    curve, wrong = reports[0].curve, int((digits_clf.predict(x).argmax(axis=1) != y).sum())
+    assert len(curve.sorted_costs) == sum(SHARDS) and curve.sorted_costs.count(0.0) == wrong
+    assert curve.at(2.0, 0.0) == pytest.approx(1 - wrong / sum(SHARDS), abs=1e-12)
+    assert reports[0].budgets[0].accuracy("wauto") <= curve.at(2.0, 0.03)
+
+
 def test_subset_zero_budget_and_reproducibility(demo_model):
     clf, x, y = demo_model
     x, y = x[:60], y[:60]
     first = evaluate(clf, x, y, [0.0, 0.1], attacks="wpgd,pgd", seed=1, settings=SETTINGS)
     assert first.attacks == ["pgd", "wpgd"]
+    assert first.curve is None  # no W-AutoAttack, no flip costs
     zero = first.budgets[0]
     assert all(o.accuracy == first.clean_accuracy for o in zero.attacks.values())
     assert zero.r_upper == pytest.approx(1.0) and zero.r_lower == pytest.approx(1.0)

@@ -74,6 +74,14 @@ def test_ties_at_the_threshold_keep_the_budget(p):
     assert float(WassersteinBall(eps=eps, p=p).cost(torch.where(mask, costs, 0.0)[:, None])) <= eps * (1 + 1e-12)
 
 
+@pytest.mark.parametrize("p", [1.0, 2.0, math.inf])
+def test_never_flipped_inputs_stay_unaffordable_at_any_budget(p):
+    costs = torch.tensor([0.0, 0.5, math.inf, 2.0, math.inf], dtype=torch.float64)
+    for eps in (1e300, math.inf):
+        assert select_cheapest(costs, p, eps).tolist() == [True, True, False, True, False]
+    assert float(robust_accuracy_curve(costs, p, [math.inf])[0]) == pytest.approx(2 / 5)
+
+
 def test_zero_and_infinite_costs():
     costs = torch.tensor([0.0, math.inf, 0.0, 3.0], dtype=torch.float64)
     assert select_cheapest(costs, 2.0, 0.0).tolist() == [True, False, True, False]

@@ -81,13 +81,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _write_evaluation(result: EvaluationResult, out: Path) -> None:
-    from art_wdat.evaluation.plotting import plot_accuracy
+    from art_wdat.evaluation.plotting import plot_accuracy, plot_knapsack_curve
 
     out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(result.to_json(), encoding="utf-8")
-    (out / "report.md").write_text(result.to_markdown(title=result.meta.get("model")), encoding="utf-8")
-    plot_accuracy(result, out / "curve.png", title=f"{result.meta.get('model')} on {result.meta.get('dataset')}")
-    print(f"Wrote {out / 'report.json'}, {out / 'report.md'}, {out / 'curve.png'}")
+    title = f"{result.meta.get('model')} on {result.meta.get('dataset')}"
+    files = [out / "report.json", out / "report.md", out / "curve.png"]
+    files[0].write_text(result.to_json(), encoding="utf-8")
+    files[1].write_text(result.to_markdown(title=result.meta.get("model")), encoding="utf-8")
+    plot_accuracy(result, files[2], title=title)
+    if result.curve is not None:  # W-AutoAttack ran: its flip costs give the whole curve
+        files.append(plot_knapsack_curve(result, out / "knapsack_curve.png", title=title))
+    print(f"Wrote {', '.join(map(str, files))}")
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:

@@ -5,7 +5,8 @@
    (:class:`~art_wdat.training.WassersteinTRADESTrainer` with ``p = inf``);
 3. the side-by-side evaluation (:func:`~art_wdat.evaluation.evaluate`);
 4. a W-TRADES fine-tune (``p = 2``) of that model;
-5. the evaluation again, a before/after table, and report.json, report.md and curve.png.
+5. the evaluation again, a before/after table, and report.json, report.md, curve.png (accuracy per attack at the
+   evaluated budgets) and knapsack_curve.png (the knapsack's whole accuracy-versus-budget curve, one line per p).
 
 Every random draw is seeded from ``seed``: on the CPU, with the same number of torch threads, two runs
 give the same numbers (wall times aside). The library never prints: progress goes to tqdm bars (stderr),
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 REPORT_JSON, REPORT_MD, CURVE_PNG = "report.json", "report.md", "curve.png"
+KNAPSACK_PNG = "knapsack_curve.png"
 LABELS = ("TRADES", "W-TRADES fine-tune")
 
 
@@ -112,7 +114,7 @@ class DemoReport:
     :ivar config: The :class:`DemoConfig` as a dict.
     :ivar history: Training records: {"trades": [...], "wtrades": [...]} (the trainer's per-epoch dicts).
     :ivar seconds: Wall time of each stage and the total.
-    :ivar files: Paths written, by kind ("json", "markdown", "png").
+    :ivar files: Paths written, by kind ("json", "markdown", "png", "knapsack_png").
     """
 
     before: EvaluationResult
@@ -214,8 +216,11 @@ def evaluate_demo_model(classifier: PyTorchClassifier, config: DemoConfig, x: np
 
 
 def write_report(report: DemoReport, out_dir: str | os.PathLike) -> dict:
-    """Write report.json, report.md and curve.png to ``out_dir``; return their paths."""
-    from art_wdat.evaluation.plotting import plot_accuracy
+    """Write report.json, report.md, curve.png and knapsack_curve.png to ``out_dir``; return their paths.
+
+    knapsack_curve.png needs both evaluations' curves (W-AutoAttack ran); without them it is not written.
+    """
+    from art_wdat.evaluation.plotting import plot_accuracy, plot_knapsack_curve
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -224,6 +229,10 @@ def write_report(report: DemoReport, out_dir: str | os.PathLike) -> dict:
     files["markdown"].write_text(report.to_markdown(), encoding="utf-8")
     plot_accuracy({LABELS[0]: report.before, LABELS[1]: report.after}, files["png"],
                   title="art-wdat demo: accuracy against budget (digits)")
+    if report.before.curve is not None and report.after.curve is not None:
+        files["knapsack_png"] = plot_knapsack_curve({LABELS[0]: report.before, LABELS[1]: report.after},
+                                                    out / KNAPSACK_PNG,
+                                                    title="art-wdat demo: the knapsack's whole curve (digits)")
     return {k: str(v) for k, v in files.items()}
 
 
@@ -259,7 +268,7 @@ def run_demo(out_dir: str | os.PathLike = "art-wdat-out", *, seed: int = 0, quic
              echo: Callable[[str], None] | None = None) -> DemoReport:
     """Train, evaluate, fine-tune, evaluate again; write the report files to ``out_dir``.
 
-    :param out_dir: Folder for report.json, report.md and curve.png (created).
+    :param out_dir: Folder for report.json, report.md, curve.png and knapsack_curve.png (created).
     :param seed: Seed of everything random.
     :param quick: Use :meth:`DemoConfig.quick` (seconds; for tests).
     :param verbose: tqdm progress bars.

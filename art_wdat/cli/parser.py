@@ -134,8 +134,8 @@ def _model_args(parser: argparse.ArgumentParser) -> None:
 def _add_demo(sub: Any) -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the offline main job: TRADES on digits, evaluate, W-TRADES fine-tune, "
                                        "evaluate again, before/after table",
-                          description="Offline demo on scikit-learn's digits; writes report.json, report.md and "
-                                      "curve.png.")
+                          description="Offline demo on scikit-learn's digits; writes report.json, report.md, "
+                                      "curve.png and knapsack_curve.png.")
     demo.add_argument("--out", default="art-wdat-out", help="output folder (./art-wdat-out)")
     demo.add_argument("--quick", action="store_true", help="seconds-long version with tiny settings (for tests)")
     _common(demo)
@@ -154,7 +154,8 @@ def _add_evaluate(sub: Any) -> argparse.ArgumentParser:
                     help="iterations of each APGD run in AutoAttack (default: --max-iter)")
     ev.add_argument("--aa-restarts", type=_arg_type(_integer, "--aa-restarts", _AT_LEAST_ONE), default=1,
                     help="random restarts of each APGD run in AutoAttack (1)")
-    ev.add_argument("--out", default=None, help="also write report.json, report.md and curve.png to this folder")
+    ev.add_argument("--out", default=None, help="also write report.json, report.md, curve.png and (when W-AutoAttack "
+                                                "runs) knapsack_curve.png to this folder")
     _common(ev)
     return ev
 

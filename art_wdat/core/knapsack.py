@@ -80,12 +80,15 @@ def affordable_count(sorted_costs: torch.Tensor, p: float, eps: torch.Tensor, n_
     :return: Integer counts k(δ): the longest prefix with (1/N) Σ c^p ≤ δ^p (p = inf: c ≤ δ).
     """
     eps = eps.double()
+    # Never-flipped inputs (+inf) are never affordable, not even for an infinite (or overflowing) budget.
+    n_finite = int(torch.isfinite(sorted_costs).sum())
     if math.isinf(p):
-        return torch.searchsorted(sorted_costs, eps.reshape(-1), right=True).reshape(eps.shape)
-    cums, m = _scaled_powers(sorted_costs, p)
-    budget = n_total * (eps / m).pow(p)
-    # cums is non-decreasing (c^p ≥ 0), so the affordable prefixes are found by one binary search.
-    return torch.searchsorted(cums, budget.reshape(-1), right=True).reshape(eps.shape)
+        k = torch.searchsorted(sorted_costs, eps.reshape(-1), right=True)
+    else:
+        cums, m = _scaled_powers(sorted_costs, p)
+        # cums is non-decreasing (c^p ≥ 0), so the affordable prefixes are found by one binary search.
+        k = torch.searchsorted(cums, (n_total * (eps / m).pow(p)).reshape(-1), right=True)
+    return k.clamp_max(n_finite).reshape(eps.shape)
 
 
 def select_cheapest(costs: torch.Tensor, p: float, eps: float, reducer: Reducer = LOCAL) -> torch.Tensor:

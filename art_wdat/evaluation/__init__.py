@@ -2,9 +2,11 @@
 
 ``art_wdat.evaluation.evaluate`` and the result types keep the names they had when this was one module:
 the attacks live in :mod:`~art_wdat.evaluation.registry`, the runner in :mod:`~art_wdat.evaluation.runner`,
-the result types and their rendering in :mod:`~art_wdat.evaluation.report`.
+the result types and their rendering in :mod:`~art_wdat.evaluation.report`, the knapsack's accuracy-versus-budget
+curve in :mod:`~art_wdat.evaluation.curve`.
 """
 
+from art_wdat.evaluation.curve import accuracy_curve
 from art_wdat.evaluation.registry import (
     ATTACK_NAMES,
     ATTACKS,
@@ -13,8 +15,10 @@ from art_wdat.evaluation.registry import (
     build_attack,
     parse_attacks,
     run_timed_attack,
+    time_attack,
 )
 from art_wdat.evaluation.report import (
+    AccuracyCurve,
     AttackOutcome,
     BudgetResult,
     EvaluationResult,
@@ -24,6 +28,6 @@ from art_wdat.evaluation.report import (
 )
 from art_wdat.evaluation.runner import accuracy, evaluate
 
-__all__ = ["ATTACK_NAMES", "ATTACKS", "AUTOATTACK_LOSSES", "AttackOutcome", "BudgetResult", "EvaluationResult",
-           "EvaluationSettings", "accuracy", "build_attack", "compare_markdown", "evaluate", "format_order",
-           "json_safe", "parse_attacks", "run_timed_attack"]
+__all__ = ["ATTACK_NAMES", "ATTACKS", "AUTOATTACK_LOSSES", "AccuracyCurve", "AttackOutcome", "BudgetResult",
+           "EvaluationResult", "EvaluationSettings", "accuracy", "accuracy_curve", "build_attack", "compare_markdown",
+           "evaluate", "format_order", "json_safe", "parse_attacks", "run_timed_attack", "time_attack"]

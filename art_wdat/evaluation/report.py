@@ -65,6 +65,54 @@ class BudgetResult:
 
 
 @dataclass
+class AccuracyCurve:
+    """Accuracy of the knapsack attack against the budget, for several orders p, from one set of flip costs.
+
+    Built by :func:`art_wdat.evaluation.curve.knapsack_curve` from W-AutoAttack's flip costs: the knapsack
+    alone (cheapest inputs flipped first, no leftover W-PGD), exact at every δ, so W-AutoAttack's accuracy at an
+    evaluated budget is at most the curve's there.
+
+    :ivar deltas: Budgets δ, ascending; every evaluated budget is one of them.
+    :ivar accuracy: p as printed (:func:`format_order`: "1", "2", "inf", ...) -> accuracy at each δ of ``deltas``.
+    :ivar sorted_costs: Every input's verified flip cost in the ground norm, ascending, over all ranks (0:
+        misclassified already, inf: never flipped): :func:`art_wdat.evaluation.curve.accuracy_curve` gives the
+        curve for any other p or δ from them.
+    :ivar source_budget: δ of the W-AutoAttack run whose flip costs these are (they do not depend on δ).
+    :ivar per_255: Whether δ reads best as k/255 (images in [0, 1], 3 channels, ℓ∞ ground norm): the plot's unit.
+    """
+
+    deltas: list
+    accuracy: dict
+    sorted_costs: list = field(default_factory=list)
+    source_budget: float = math.nan
+    per_255: bool = False
+
+    def at(self, p: float, delta: float) -> float:
+        """The stored accuracy for order ``p`` at budget ``delta`` (KeyError/ValueError if not stored)."""
+        return self.accuracy[format_order(p)][self.deltas.index(delta)]
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AccuracyCurve:
+        """Inverse of ``asdict`` + :func:`json_safe`."""
+        return cls(deltas=[_num(v) for v in data["deltas"]],
+                   accuracy={str(k): [_num(v) for v in vals] for k, vals in data["accuracy"].items()},
+                   sorted_costs=[_num(v) for v in data.get("sorted_costs", [])],
+                   source_budget=_num(data.get("source_budget")), per_255=bool(data.get("per_255", False)))
+
+    def to_markdown(self, budgets: Sequence[float], norm: float) -> list:
+        """Lines of a compact table: the accuracy at each of ``budgets`` for every stored p."""
+        orders = list(self.accuracy)
+        never = sum(1 for c in self.sorted_costs if math.isinf(c))
+        lines = [f"Knapsack curve (flip costs of W-AutoAttack at δ = {_fmt_budget(self.source_budget)}, one run, "
+                 f"ground norm {format_order(norm)}): accuracy of the knapsack alone at every budget, for each "
+                 f"Wasserstein order p; W-AutoAttack's accuracy is at most it. Never flipped: {never} of "
+                 f"{len(self.sorted_costs)} inputs. The whole curve ({len(self.deltas)} budgets) is in the JSON.", ""]
+        rows = [[_fmt_budget(b), *(_fmt(self.accuracy[q][self.deltas.index(b)]) for q in orders)] for b in budgets
+                if b in self.deltas]
+        return lines + _table(["budget δ", *(f"p = {q}" for q in orders)], rows)
+
+
+@dataclass
 class EvaluationResult:
     """The side-by-side evaluation of one classifier on one data set.
 
@@ -84,6 +132,8 @@ class EvaluationResult:
     :ivar meta: Free-form labels (model, data set, ...).
     :ivar notes: Anything the reader must know (skipped attacks, undefined W(0), ...).
     :ivar seconds: Wall time of the whole evaluation.
+    :ivar curve: The knapsack's accuracy against the budget from W-AutoAttack's flip costs (None when that row
+        did not run at a budget > 0).
     """
 
     p: float
@@ -102,6 +152,7 @@ class EvaluationResult:
     meta: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)
     seconds: float = math.nan
+    curve: AccuracyCurve | None = None
 
     # -- serialisation ----------------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -128,6 +179,7 @@ class EvaluationResult:
         top["attacks"] = list(top.get("attacks") or [])
         top["notes"] = list(top.get("notes") or [])
         top["meta"] = dict(top.get("meta") or {})
+        top["curve"] = AccuracyCurve.from_dict(top["curve"]) if top.get("curve") else None
         return cls(**top)
 
     @classmethod
@@ -164,6 +216,8 @@ class EvaluationResult:
                         [[_fmt_budget(b.budget), *(_fmt_s(b.attacks[a].seconds) if a in b.attacks else "–"
                                                     for a in self.attacks), _fmt_s(b.bounds_seconds)]
                          for b in self.budgets])
+        if self.curve is not None:
+            lines += ["", *self.curve.to_markdown(self.budget_values(), self.norm)]
         if self.notes:
             lines += ["", *(f"- {n}" for n in self.notes)]
         return "\n".join(lines) + "\n"

@@ -30,15 +30,17 @@ from art_wdat.attacks.estimator import device_of
 from art_wdat.core.reduce import LOCAL, ProcessGroupLike, Reducer, default_reducer, reduce_floats
 from art_wdat.core.threat import WassersteinBall
 from art_wdat.evaluation import metrics
+from art_wdat.evaluation.curve import knapsack_curve
 from art_wdat.evaluation.registry import (
     ATTACK_NAMES,
     ATTACKS,
     EvaluationSettings,
     autoattack_losses,
+    build_attack,
     parse_attacks,
-    run_timed_attack,
+    time_attack,
 )
-from art_wdat.evaluation.report import AttackOutcome, BudgetResult, EvaluationResult
+from art_wdat.evaluation.report import AccuracyCurve, AttackOutcome, BudgetResult, EvaluationResult
 from art_wdat.training.checkpoint import seed_everything
 from art_wdat.validation import check_labels, check_x
 
@@ -166,6 +168,9 @@ class _Run:
     seed: int | None
     process_group: ProcessGroupLike
     reducer: Reducer = field(init=False)
+    #: W-AutoAttack's flip costs (this rank's inputs) from its first run, and that run's budget.
+    flip_costs: np.ndarray | None = field(default=None, init=False)
+    flip_budget: float = field(default=math.nan, init=False)
 
     def __post_init__(self) -> None:
         self.reducer = default_reducer(self.process_group)
@@ -187,13 +192,32 @@ class _Run:
         if budget == 0:
             x_adv, seconds = self.x, 0.0
         else:
-            x_adv, seconds = run_timed_attack(name, self.classifier, self.x, self.y, budget, p=self.p, norm=self.norm,
-                                              settings=self.settings, seed=self.seed,
-                                              process_group=self.process_group)
+            attack = build_attack(name, self.classifier, budget, p=self.p, norm=self.norm, settings=self.settings,
+                                  process_group=self.process_group)
+            x_adv, seconds = time_attack(attack, self.x, self.y, self.seed)
+            self._keep_flip_costs(attack, budget)
         delta = torch.from_numpy(x_adv.astype(np.float64) - self.x).to(device_of(self.classifier))
         cost = float(WassersteinBall(eps=budget, p=self.p, norm=self.norm).cost(delta, self.reducer))
         return AttackOutcome(accuracy=accuracy(self.classifier, x_adv, self.y, self.settings.batch_size, self.reducer),
                              seconds=self.slowest(seconds), cost=cost)
+
+    def _keep_flip_costs(self, attack: Any, budget: float) -> None:
+        """Keep the first flip costs a run records: they do not depend on the budget (same inputs, same seed)."""
+        found = getattr(getattr(attack, "last_result_", None), "flip_costs", None)
+        if self.flip_costs is None and found is not None:
+            self.flip_costs, self.flip_budget = found, budget
+
+    def curve(self, budgets: Sequence[float]) -> AccuracyCurve | None:
+        """The knapsack's accuracy against the budget over all ranks (None without flip costs)."""
+        if self.flip_costs is None:
+            return None
+        shape, clip = tuple(self.classifier.input_shape), self.classifier.clip_values
+        # k/255 is the unit of ℓ∞ budgets on 8-bit colour images scaled to [0, 1].
+        images = len(shape) == 3 and 3 in (shape[0], shape[-1]) and clip is not None \
+            and np.all(np.asarray(clip[0]) == 0) and np.all(np.asarray(clip[1]) == 1)
+        return knapsack_curve(self.flip_costs, self.p, budgets, source_budget=self.flip_budget,
+                              per_255=bool(images and math.isinf(self.norm)), reducer=self.reducer,
+                              device=device_of(self.classifier))
 
 
 def _evaluate_budget(run: _Run, budget: float, names: Sequence[str], stats: metrics.CleanStatistics,
@@ -227,8 +251,11 @@ def evaluate(classifier: PyTorchClassifier, x: np.ndarray, y: np.ndarray, budget
     """Evaluate ``classifier`` on (x, y) against pointwise and distributional attacks at each budget.
 
     Per budget: clean accuracy; ART ``ProjectedGradientDescent`` and ART ``AutoAttack`` (APGD-CE + APGD-DLR)
-    accuracy at ε = budget; W-PGD and W-PGD-Budget (loss ReDLR) accuracy at δ = budget under (p, norm);
-    R^u (lowest accuracy of all / A) and R^l (one W-FGSM step); the wall time of each.
+    accuracy at ε = budget; W-PGD, W-PGD-Budget (loss ReDLR) and W-AutoAttack accuracy at δ = budget under
+    (p, norm); R^u (lowest accuracy of all / A) and R^l (one W-FGSM step); the wall time of each. When
+    W-AutoAttack runs, its flip costs (they do not depend on δ: the first run's are kept) also give
+    ``result.curve``: the knapsack's exact accuracy against the budget for p ∈ {1, 2, inf} and ``p``
+    (:func:`art_wdat.evaluation.curve.knapsack_curve`).
 
     :param classifier: An ART ``PyTorchClassifier`` (numpy defences get ART's BPDA gradient:
                        :mod:`art_wdat.attacks.estimator`).
@@ -261,11 +288,12 @@ def evaluate(classifier: PyTorchClassifier, x: np.ndarray, y: np.ndarray, budget
         notes.append("No clean input is misclassified and W(0) is undefined for this loss: R^l is NaN.")
     with _progress(len(budget_list) * (len(names) + 1), verbose) as bar:
         rows = [_evaluate_budget(run, b, names, stats, bar) for b in budget_list]
+    curve = run.curve(budget_list)
     result = EvaluationResult(p=p_value, norm=norm_value, n_samples=stats.n, clean_accuracy=stats.clean_accuracy,
                               v0=stats.v0, w0=stats.w0, w0_source=stats.w0_source, sensitivity=stats.sensitivity,
                               metrics_seconds=metrics_seconds, budgets=rows, attacks=list(names), seed=seed,
                               settings=asdict(settings), meta=dict(meta or {}), notes=notes,
-                              seconds=run.slowest(time.perf_counter() - begin))
+                              seconds=run.slowest(time.perf_counter() - begin), curve=curve)
     logger.info("evaluation done in %.1f s: clean accuracy %.4f over %d inputs", result.seconds,
                 result.clean_accuracy, result.n_samples)
     return result

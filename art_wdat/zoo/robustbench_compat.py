@@ -7,9 +7,12 @@ robustbench 1.1.1 does not import out of the box:
 * ``robustbench.eval`` does ``from autoattack import AutoAttack`` and ``from autoattack.state import
   ...``, but its PyPI dependency ``pyautoattack`` installs that code as the module ``pyautoattack``.
 
-:func:`import_robustbench` fixes the second point by registering ``pyautoattack`` and its PyTorch
-submodules under the name ``autoattack`` in :data:`sys.modules` (only when no real ``autoattack``
-package can be imported, which then wins), and turns the first into a readable :class:`ImportError`.
+The installed art-wdat fixes the second point for everyone: its wheel ships a top-level module
+``autoattack`` (``compat/autoattack.py`` in the source tree) that makes ``import autoattack`` yield
+``pyautoattack``, so user code needs no call into this package. :func:`import_robustbench` still works
+from a source tree that is not installed: there it registers ``pyautoattack`` and its PyTorch
+submodules under the name ``autoattack`` in :data:`sys.modules` itself (only when no ``autoattack`` can
+be imported; a real one then wins). It also turns the first point into a readable :class:`ImportError`.
 
 Nothing here imports robustbench (or torch) at module import time: robustbench pulls in timm, gdown and
 requests, which ``import art_wdat`` must never pay for.
@@ -54,9 +57,10 @@ _ROBUSTBENCH: ModuleType | None = None
 def ensure_autoattack_alias() -> ModuleType:
     """Make ``import autoattack`` work, preferring a real ``autoattack`` package.
 
-    Idempotent. If ``autoattack`` is already in :data:`sys.modules` or can be imported, it is returned
-    unchanged. Otherwise ``pyautoattack`` and its PyTorch submodules (:data:`AUTOATTACK_SUBMODULES`) are
-    registered as ``autoattack`` and ``autoattack.<name>``.
+    Idempotent. If ``autoattack`` is already in :data:`sys.modules` or can be imported (as it can
+    wherever art-wdat is installed, through its ``autoattack`` module), it is returned unchanged.
+    Otherwise ``pyautoattack`` and its PyTorch submodules (:data:`AUTOATTACK_SUBMODULES`) are registered
+    as ``autoattack`` and ``autoattack.<name>``.
 
     :return: the module that ``import autoattack`` now yields.
     :raises ImportError: when neither ``autoattack`` nor ``pyautoattack`` is installed.
