@@ -58,6 +58,7 @@ class Cell:
     cost: float
     feasible: bool
     note: str = ""
+    components: dict | None = None
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -132,7 +133,7 @@ class Distributional:
                                                       batch_size=args.batch_size, verbose=False)
         self.cold = True
 
-    def run(self, method: str, x: np.ndarray, y: np.ndarray, delta: float) -> tuple[np.ndarray, float, str]:
+    def run(self, method: str, x: np.ndarray, y: np.ndarray, delta: float) -> tuple[np.ndarray, float, str, dict]:
         self.attack.set_params(eps=delta, method=method)
         seed_everything(0)
         start = time.perf_counter()
@@ -141,9 +142,10 @@ class Distributional:
         note = "flip costs computed (time includes them)" if self.cold else "flip costs reused"
         self.cold = False
         res = self.attack.last_result_
-        if method == "auto" and res is not None and getattr(res, "method", None):
+        parts = {} if res is None else {k: asdict(c) for k, c in res.components.items()}
+        if method == "auto" and res is not None:
             note += f"; won by {res.method}"
-        return x_adv, seconds, note
+        return x_adv, seconds, note, parts
 
 
 def run_cell(key: str, clf: PyTorchClassifier, x: np.ndarray, y: np.ndarray, delta: float, args: argparse.Namespace,
@@ -151,22 +153,23 @@ def run_cell(key: str, clf: PyTorchClassifier, x: np.ndarray, y: np.ndarray, del
     if key in REGISTRY_NAME:
         x_adv, seconds = run_timed_attack(REGISTRY_NAME[key], clf, x, y, delta, p=P, norm=GROUND_NORM,
                                           settings=settings_for(args), seed=0)
-        note = ""
+        note, parts = "", None
     else:
-        x_adv, seconds, note = dist.run(key, x, y, delta)
+        x_adv, seconds, note, parts = dist.run(key, x, y, delta)
     cost, feasible = check_cost(x, x_adv, delta, FLOAT32_SLACK if key in ("pgd", "autoattack") else 0.0)
     if not feasible:
         print(f"!!! COST VIOLATION: {HEADINGS[key]} at δ={delta * 255:g}/255: C = {cost:.6g} > δ = {delta:.6g} "
               "or outside [0, 1]", file=sys.stderr)
-    return Cell(accuracy(clf, x_adv, y, args.batch_size), seconds, cost, feasible, note)
+    return Cell(accuracy(clf, x_adv, y, args.batch_size), seconds, cost, feasible, note, parts)
 
 
-def standard_autoattack(model: torch.nn.Module, clf: PyTorchClassifier, x: np.ndarray, y: np.ndarray, args: argparse.Namespace) -> Cell:
+def standard_autoattack(model: torch.nn.Module, clf: PyTorchClassifier, x: np.ndarray, y: np.ndarray,
+                        args: argparse.Namespace) -> Cell:
     """Standard AutoAttack (APGD-CE, APGD-T, FAB-T, Square) from the ``autoattack`` package at ε = 2/255."""
     from art_wdat.zoo.robustbench_compat import ensure_autoattack_alias
 
     ensure_autoattack_alias()
-    from autoattack import AutoAttack  # type: ignore[import-not-found]
+    from autoattack import AutoAttack
 
     eps = RATIO_DELTA / 255
     adversary = AutoAttack(model, norm="Linf", eps=eps, version="standard", device=args.device, seed=0)
@@ -213,7 +216,8 @@ def verdicts(res: dict, args: argparse.Namespace) -> list[str]:
         two = cells.get(f"{RATIO_DELTA:g}", {})
         if "wpgd" in two:
             gap = 100 * (two["wpgd"]["accuracy"] - two["auto"]["accuracy"])
-            out.append(f"δ=2/255: W-PGD − W-AutoAttack = {gap:.1f} points (target ≥ 5): {'pass' if gap >= 5 else 'FAIL'}")
+            verdict = "pass" if gap >= 5 else "FAIL"
+            out.append(f"δ=2/255: W-PGD − W-AutoAttack = {gap:.1f} points (target ≥ 5): {verdict}")
         std = res["aa_standard"]
         if std is not None and "2" in cells:
             scale = args.n / args.aa_standard_n  # standard AA on fewer images: scale its time to N
@@ -241,8 +245,10 @@ def markdown(res: dict, args: argparse.Namespace) -> str:
                     for k, c in row.items() if c["note"]})
     std = res["aa_standard"]
     if std is not None:
+        fewer = args.aa_standard_n < args.n
+        scaled = f"; its time is scaled by {args.n}/{args.aa_standard_n} for the ratio" if fewer else ""
         notes.append(f"standard AutoAttack (autoattack package) at ε = 2/255 on {args.aa_standard_n} images: "
-                     f"{fmt(std)}")
+                     f"{fmt(std)}{scaled}")
     return "\n".join(lines + [""] + [f"- {n}" for n in notes + verdicts(res, args)])
 
 

@@ -127,6 +127,22 @@ def test_budget_allocation_is_exact_and_respected(digits_clf, digits):
     assert (res.perturbation_norms <= res.budgets * (1 + 1e-6) + 1e-7).all()
 
 
+@pytest.mark.parametrize("budget_rounds", [2, 10])
+def test_budget_spends_the_whole_budget_while_inputs_resist(digits_clf, digits, budget_rounds):
+    # At a large eps most inputs are won mid-round, well inside their own balls. What they do not spend goes to
+    # the inputs still correct, and those can still reach it by the last step: while any input resists, the
+    # returned distribution costs eps (it used to stop at 0.79 to 0.98 of eps here).
+    _, _, x, y = digits
+    eps = 0.15
+    attack = WassersteinDistributionalAttack(digits_clf, eps=eps, p=2, norm=np.inf, method="budget", max_iter=20,
+                                             budget_rounds=budget_rounds, verbose=False)
+    x_adv = attack.generate(x, y)
+    res = attack.last_result_
+    assert 0 < accuracy(digits_clf, x_adv, y) < 0.5
+    assert eps * (1 - 1e-3) <= res.cost <= eps * (1 + 1e-6)
+    assert res.cost == pytest.approx(cost(x_adv, x, 2, np.inf), rel=1e-5)
+
+
 def test_targeted_attack_reaches_targets(digits_clf, digits):
     _, _, x, y = digits
     x, y = x[:100], y[:100]

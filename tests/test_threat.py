@@ -62,6 +62,34 @@ def test_allocation_spends_the_budget_exactly(case, eps):
         assert torch.equal(again[locked], spent[locked]) or not bool((gn > 0).any())
 
 
+@settings(max_examples=60, deadline=None)
+@given(cases, st.floats(0.01, 3.0))
+def test_release_hands_unspent_budget_to_the_inputs_still_attacked(case, eps):
+    p, r, n, d, seed = case
+    gen = torch.Generator().manual_seed(seed)
+    gn = torch.rand(n, generator=gen, dtype=torch.float64) + 0.1
+    ball = WassersteinBall(eps=eps, p=p, norm=r)
+    radius = ball.allocate(gn)
+    spent = radius * torch.rand(n, generator=gen, dtype=torch.float64)
+    won = torch.rand(n, generator=gen) < 0.5  # won since the allocation: no gradient any more
+    now = torch.where(won, torch.zeros_like(gn), gn)
+    out = ball.release(radius, now, spent)
+    attacked = ~won & (radius > 0)  # p = 1 gives the whole budget to the inputs of largest gradient
+    if ball.pointwise or not bool(attacked.any()):
+        # Nothing to share (p = inf), or nobody with a budget left to take it: the budgets stay as they are.
+        assert torch.equal(out, radius.double())
+        return
+    # Won inputs keep exactly what they spent (no win is undone), the others only gain, and C = eps still.
+    assert torch.equal(out[won], spent[won])
+    assert torch.equal(out[~attacked & ~won], radius[~attacked & ~won])
+    assert float(power_mean(out, p)) == pytest.approx(eps, rel=1e-9)
+    # One factor λ ≥ 1 for all of them: the split the allocation chose from the gradients is kept.
+    ratio = out[attacked] / radius[attacked]
+    assert torch.allclose(ratio, ratio[0].expand_as(ratio), rtol=1e-9) and float(ratio[0]) >= 1 - 1e-12
+    if bool((spent[won] < radius[won]).any()):
+        assert float(ratio[0]) > 1, "the unspent budget of the won inputs went unused"
+
+
 @settings(max_examples=80, deadline=None)
 @given(cases, st.floats(0.0, 2.0))
 def test_projection_is_feasible_and_keeps_feasible_points(case, eps):

@@ -69,6 +69,11 @@ class WPGDStep(Step):
 class BudgetStep(Step):
     """W-PGD-Budget: per-sample budgets δ_i from the sensitivity, then pointwise PGD in each input's ball (§4).
 
+    Two rules keep the whole budget at work until the last iterate (p < inf; at p = inf it is pointwise PGD):
+    between allocations, inputs won since the last one hand what they did not spend to the others
+    (:meth:`~art_wdat.core.threat.WassersteinBall.release`); and no input's step is shorter than the gap to
+    its budget over the steps left, so a budget that grew late can still be reached.
+
     :param max_iter: The solver's iterations.
     :param budget_rounds: (Re-)allocations of the budgets, spread evenly over the iterations.
     """
@@ -77,15 +82,26 @@ class BudgetStep(Step):
                  reducer: Reducer, *, max_iter: int, budget_rounds: int) -> None:
         super().__init__(ball, eps_step, x, clip, reducer)
         rounds = max(1, min(budget_rounds, max_iter))
+        self.max_iter = max_iter
         self.allocate_at = {round(k * max_iter / rounds) for k in range(rounds)}
 
+    def budgets(self, grad_norms: torch.Tensor, spent: torch.Tensor, it: int) -> torch.Tensor:
+        """The budgets δ_i for the step of iteration ``it``, from the gradients and ``spent`` = ‖Δ_i‖_r there."""
+        # Iteration 0 is always an allocation, so the budgets exist from the first step on; inputs that a random
+        # start has already won keep what it spent.
+        if self.radius is None or it in self.allocate_at:
+            return self.ball.allocate(grad_norms, self.reducer, spent)
+        return self.ball.release(self.radius, grad_norms, spent, self.reducer)
+
     def scale(self, x_adv: torch.Tensor, grad_norms: torch.Tensor, it: int) -> torch.Tensor:
-        radius = self.radius
-        # Iteration 0 is always an allocation, so the budgets exist from the first step on.
-        if radius is None or it in self.allocate_at:
-            spent = None if radius is None else self.ball.ground_norms(x_adv - self.x)
-            radius = self.radius = self.ball.allocate(grad_norms, self.reducer, spent)
-        return (self.eps_step / self.ball.eps) * radius
+        spent = self.ball.ground_norms(x_adv - self.x)
+        radius = self.radius = self.budgets(grad_norms, spent, it)
+        step = (self.eps_step / self.ball.eps) * radius  # PGD's step α in a ball of radius δ, scaled to δ_i
+        if self.ball.pointwise:
+            return step
+        # Never so short that the rest of δ_i, freed late by inputs won elsewhere, is out of reach.
+        catch_up = (radius - spent).clamp_min(0.0) / (self.max_iter - it)
+        return torch.maximum(step, catch_up)
 
     def project(self, delta: torch.Tensor) -> torch.Tensor:
         assert self.radius is not None, "scale() allocates the budgets before the first projection"

@@ -103,7 +103,7 @@ class WassersteinBall:
         """Per-sample budgets δ_i with ((1/N) Σ δ_i^p)^(1/p) = δ exactly (METHOD.md §4).
 
         Inputs with zero gradient (under ReDLR: those already won) keep what they have ``spent``
-        (‖Δ_i‖_r, zero at the first allocation); the rest of the budget, B = (δ^p − mean spent^p)^(1/p),
+        (‖Δ_i‖_r: zero when the attack starts at x); the rest of the budget, B = (δ^p − mean spent^p)^(1/p),
         goes to the others as B·w_i with the unit-cost weights of :meth:`step_weights`. Without any
         gradient (Υ = 0) the rest is spread evenly. Either way each δ_i ≥ spent_i, so a re-allocation
         never undoes a win.
@@ -111,14 +111,43 @@ class WassersteinBall:
         gn = grad_norms.double()
         if self.pointwise:
             return torch.full_like(gn, self.eps)
-        spent = torch.zeros_like(gn) if spent is None else spent.double()
-        locked = gn == 0
-        kept = torch.where(locked, spent, torch.zeros_like(spent))
-        rest = (self.eps ** self.p - power_mean(kept, self.p, reducer) ** self.p).clamp_min(0.0) ** (1.0 / self.p)
+        locked, kept, rest = self._lock_won(gn, torch.zeros_like(gn) if spent is None else spent, reducer)
         w = self.step_weights(gn, reducer)
         has_signal = reducer.max(w.max() if w.numel() else w.new_zeros(())) > 0
         even = (kept ** self.p + rest ** self.p) ** (1.0 / self.p)
         return torch.where(has_signal, torch.where(locked, kept, rest * w), even)
+
+    def release(self, radius: torch.Tensor, grad_norms: torch.Tensor, spent: torch.Tensor,
+                reducer: Reducer = LOCAL) -> torch.Tensor:
+        """The budgets ``radius`` after the inputs won since they were allocated hand back what they did not use.
+
+        Between two allocations an input that is won (zero gradient under ReDLR) stops moving, usually well
+        inside its ball: the rest of its δ_i would stay unspent until the next allocation, and for ever after the
+        last one. Here such inputs keep exactly what they have ``spent`` (so no win is undone) and the budget they
+        free goes to the inputs still being attacked, whose budgets all grow by one factor λ ≥ 1: the split
+        between them stays the one the last allocation chose from their gradients, and
+        ((1/N) Σ δ_i^p)^(1/p) = δ still holds. When no input with a budget is left to attack, nothing changes.
+
+        :param radius: The current budgets δ_i, with ‖Δ_i‖_r ≤ δ_i.
+        :param grad_norms: ‖g_i‖_s at the current iterate.
+        :param spent: ‖Δ_i‖_r at the current iterate.
+        """
+        if self.pointwise:
+            return radius
+        radius = radius.double()
+        locked, kept, rest = self._lock_won(grad_norms.double(), spent, reducer)
+        active = power_mean(torch.where(locked, torch.zeros_like(radius), radius), self.p, reducer)
+        grow = rest / torch.where(active > 0, active, torch.ones_like(active))
+        return torch.where(active > 0, torch.where(locked, kept, radius * grow), radius)
+
+    def _lock_won(self, gn: torch.Tensor, spent: torch.Tensor,
+                  reducer: Reducer) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(locked, kept, rest): the inputs without gradient, what they keep (their ``spent``, else 0), and
+        B = (δ^p − mean kept^p)^(1/p), the budget left for the others."""
+        locked = gn == 0
+        kept = torch.where(locked, spent.double(), torch.zeros_like(gn))
+        rest = (self.eps ** self.p - power_mean(kept, self.p, reducer) ** self.p).clamp_min(0.0) ** (1.0 / self.p)
+        return locked, kept, rest
 
     def random_start(self, x: torch.Tensor) -> torch.Tensor:
         """x plus noise uniform in each input's ‖·‖_r ball of radius δ (inside the W_p ball for every p)."""
