@@ -227,7 +227,8 @@ def _apgd_bisection(forward: Forward, x: torch.Tensor, y: torch.Tensor, norm: fl
 
 
 def min_norm_costs(forward: Forward, x: torch.Tensor, y: torch.Tensor, *, norm: float = math.inf,
-                   method: MinNormMethod = "fab+apgd", n_iter: int = 100, restarts: int = 1, targets: int = 9,
+                   method: MinNormMethod = "fab+apgd", n_iter: int = 30, apgd_iter: int = 25, restarts: int = 1,
+                   targets: int = 9,
                    rounds: int = 8, batch_size: int = 256, seed: int = 0) -> FlipCosts:
     """Verified flip costs of inputs in [0, 1] (torch level; see the module docstring for the methods).
 
@@ -236,7 +237,9 @@ def min_norm_costs(forward: Forward, x: torch.Tensor, y: torch.Tensor, *, norm: 
     :param y: Labels (N,).
     :param norm: Ground norm: inf, 2 or 1 (``"apgd"`` supports inf and 2 only).
     :param method: One of :data:`MIN_NORM_METHODS`.
-    :param n_iter: Iterations of FAB per run, and of APGD per bisection round (a quarter of it).
+    :param n_iter: Iterations of FAB per run. 30 by default: on 128 JPEG CIFAR-10 test images of both shared robust
+        models, FAB at 30 iterations then the bisection gave the same accuracy curve as at 100, in half the time.
+    :param apgd_iter: Iterations of APGD per bisection round.
     :param restarts: FAB runs per input (and per target class for ``"fab-t"``).
     :param targets: Target classes of ``"fab-t"``.
     :param rounds: Bisection rounds of ``"apgd"`` / ``"fab+apgd"``.
@@ -255,7 +258,7 @@ def min_norm_costs(forward: Forward, x: torch.Tensor, y: torch.Tensor, *, norm: 
             best = _fab(forward, xb, yb, norm, n_iter=n_iter, restarts=restarts,
                         targets=targets if method == "fab-t" else 0, seed=seed)
         if "apgd" in method:
-            best = _apgd_bisection(forward, xb, yb, norm, best, rounds=rounds, n_iter=max(n_iter // 4, 5), seed=seed)
+            best = _apgd_bisection(forward, xb, yb, norm, best, rounds=rounds, n_iter=apgd_iter, seed=seed)
         parts.append(best)
     if not parts:
         empty = torch.zeros(0, dtype=torch.float64, device=x.device)
