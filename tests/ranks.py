@@ -104,6 +104,19 @@ def leftover_threads(tmp: Path, world: int) -> list:
             if (Path(tmp) / f"threads{r}.txt").exists()]
 
 
+def save_digits(tmp: Path, clf, digits: tuple, n: int) -> tuple[Path, object, object]:
+    """Write ``clf``'s weights and the first ``n`` held-out digits where :func:`digits_shard` reads them.
+
+    :return: ``(tmp, x, y)``, the inputs the ranks will share out.
+    """
+    import numpy as np
+
+    torch.save(clf.model.state_dict(), tmp / "model.pt")
+    _, _, x, y = digits
+    np.savez(tmp / "data.npz", x=x[:n], y=y[:n])
+    return tmp, x[:n], y[:n]
+
+
 def digits_shard(tmp: str, rank: int, shards: tuple[int, ...]):
     """``(classifier, x, y)`` of ``rank``: the digits CNN saved in ``tmp/model.pt`` and its contiguous shard of
     ``tmp/data.npz``, the shards being ``shards`` long in rank order."""

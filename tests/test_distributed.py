@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from art_wdat import WassersteinDistributionalAttack
-from tests.ranks import digits_shard, errors, spawn
+from tests.ranks import digits_shard, errors, save_digits, spawn
 
 CASES = [(2.0, "wpgd"), (2.0, "budget"), (math.inf, "wpgd"), (math.inf, "budget")]
 SHARDS = (37, 23)  # unequal on purpose
@@ -59,11 +59,7 @@ def _train_slices(rank: int, world: int, tmp: str) -> None:
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, digits_clf, digits):
-    tmp = tmp_path_factory.mktemp("dist")
-    torch.save(digits_clf.model.state_dict(), tmp / "model.pt")
-    _, _, x, y = digits
-    np.savez(tmp / "data.npz", x=x[:sum(SHARDS)], y=y[:sum(SHARDS)])
-    return tmp, x[:sum(SHARDS)], y[:sum(SHARDS)]
+    return save_digits(tmp_path_factory.mktemp("dist"), digits_clf, digits, sum(SHARDS))
 
 
 def test_ranks_together_equal_one_process_on_the_union(setup, digits_clf):

@@ -11,7 +11,7 @@ import torch
 from art_wdat import WassersteinDistributionalAttack
 from art_wdat.core.knapsack import robust_accuracy_curve, select_cheapest
 from art_wdat.core.reduce import default_reducer
-from tests.ranks import digits_shard, errors, spawn
+from tests.ranks import digits_shard, errors, save_digits, spawn
 
 SHARDS = (37, 23)  # unequal on purpose
 EPS = 0.03
@@ -41,11 +41,7 @@ def _knapsack_shard(rank: int, world: int, tmp: str) -> None:
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, digits_clf, digits):
-    tmp = tmp_path_factory.mktemp("dist_knapsack")
-    torch.save(digits_clf.model.state_dict(), tmp / "model.pt")
-    _, _, x, y = digits
-    np.savez(tmp / "data.npz", x=x[:sum(SHARDS)], y=y[:sum(SHARDS)])
-    return tmp, x[:sum(SHARDS)], y[:sum(SHARDS)]
+    return save_digits(tmp_path_factory.mktemp("dist_knapsack"), digits_clf, digits, sum(SHARDS))
 
 
 def test_ranks_select_what_one_process_selects_on_the_union(setup):
