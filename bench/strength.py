@@ -40,9 +40,10 @@ if TYPE_CHECKING:
 
 #: Column keys in table order, their headings, and the method of the distributional attack behind each.
 COLUMNS = ("pgd", "autoattack", "wpgd", "budget", "knapsack", "auto")
-HEADINGS = {"pgd": "ART PGD", "autoattack": "AutoAttack (ART)", "wpgd": "W-PGD", "budget": "W-PGD-Budget",
+HEADINGS = {"pgd": "ART PGD", "autoattack": "APGD (ART)", "wpgd": "W-PGD", "budget": "W-PGD-Budget",
             "knapsack": "knapsack", "auto": "W-AutoAttack"}
-REGISTRY_NAME = {"pgd": "pgd", "autoattack": "autoattack", "wpgd": "wpgd", "budget": "wpgd-budget"}
+#: The registry's attack behind each column it builds ("apgd-art": ART's APGD-CE + APGD-DLR, "APGD (ART)").
+REGISTRY_NAME = {"pgd": "pgd", "autoattack": "apgd-art", "wpgd": "wpgd", "budget": "wpgd-budget"}
 SKIPPABLE = COLUMNS + ("aa-standard",)
 P, GROUND_NORM, RATIO_DELTA, TOLERANCE = 2.0, np.inf, 2.0, 1e-6
 #: ART's pointwise attacks round x ± ε to float32: up to half an ulp at 1.0 past ε (2/255 · 1e-6 is smaller).
@@ -120,7 +121,7 @@ def settings_for(args: argparse.Namespace) -> EvaluationSettings:
     """The registry's settings behind the four columns it builds: PGD's eps_step = 12.5 δ / 50 = δ/4."""
     it = args.iters
     return EvaluationSettings(max_iter=it["wpgd"], batch_size=args.batch_size, pgd_step_ratio=it["pgd"] / 4,
-                              autoattack_max_iter=it["autoattack"], wpgd_loss="redlr", budget_rounds=10)
+                              apgd_art_max_iter=it["autoattack"], wpgd_loss="redlr", budget_rounds=10)
 
 
 class Distributional:

@@ -61,7 +61,7 @@ def test_auto_dominates_its_parts_and_apgd_and_beats_wpgd(digits_clf, held_out):
         alone = WassersteinDistributionalAttack(digits_clf, eps=eps, p=2, method=method, max_iter=20, batch_size=64,
                                                 verbose=False)
         assert acc_auto <= _accuracy(digits_clf, alone.generate(x, y), y)
-    apgd = build_attack("autoattack", digits_clf, eps, p=2.0, norm=math.inf, settings=EvaluationSettings(max_iter=20))
+    apgd = build_attack("apgd-art", digits_clf, eps, p=2.0, norm=math.inf, settings=EvaluationSettings(max_iter=20))
     assert acc_auto <= _accuracy(digits_clf, apgd.generate(x, y), y)
     wpgd_alone = parts["wpgd"].accuracy
     assert acc_auto < wpgd_alone, "the knapsack should flip strictly more inputs than W-PGD at a small budget"

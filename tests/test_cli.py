@@ -114,6 +114,29 @@ def test_evaluate_npz_with_local_checkpoint(npz_and_checkpoint, tmp_path, capsys
     assert set(data["curve"]["accuracy"]) == {"1", "2", "inf"} and 8 / 255 in data["curve"]["deltas"]
     assert (tmp_path / "ev" / "knapsack_curve.png").read_bytes()[:4] == b"\x89PNG"
     assert "knapsack_curve.png" in out and "Knapsack curve" in out
+    # The AutoAttack row is the autoattack package's custom version by default, and the report says so.
+    assert data["settings"]["autoattack_version"] == "custom"
+    assert any("version 'custom'" in note for note in data["notes"])
+
+
+def test_evaluate_autoattack_version_and_apgd_art(npz_and_checkpoint, tmp_path, capsys):
+    npz, ckpt = npz_and_checkpoint
+    code, out, err = run(["evaluate", "--model", str(ckpt), "--dataset", f"npz:{npz}", "--eps", "8/255",
+                          "--attacks", "autoattack,apgd-art", "--autoattack-version", "standard", "--aa-iter", "3",
+                          "--apgd-iter", "2", "--apgd-restarts", "2", "--n-samples", "8",
+                          "--out", str(tmp_path / "ev"), "-q"], capsys)
+    assert code == 0, err
+    assert "AutoAttack" in out and "APGD (ART)" in out
+    data = json.loads((tmp_path / "ev" / "report.json").read_text())
+    assert data["attacks"] == ["autoattack", "apgd-art"]
+    settings = data["settings"]
+    assert (settings["autoattack_version"], settings["autoattack_max_iter"]) == ("standard", 3)
+    assert (settings["apgd_art_max_iter"], settings["apgd_art_restarts"]) == (2, 2)
+    assert any("version 'standard' (3 iterations)" in note and "Not RobustBench's protocol" in note
+               for note in data["notes"])
+    code, _, err = run(["evaluate", "--model", str(ckpt), "--dataset", f"npz:{npz}", "--autoattack-version", "plus"],
+                       capsys)
+    assert_one_line_error(code, err, "--autoattack-version", "plus")
 
 
 def test_finetune_then_evaluate(npz_and_checkpoint, tmp_path, capsys):

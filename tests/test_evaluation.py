@@ -64,6 +64,10 @@ def _direct_attack(name: str, clf, budget: float):
         return ProjectedGradientDescent(clf, norm=np.inf, eps=budget, eps_step=2.5 * budget / 5, max_iter=5,
                                         num_random_init=1, batch_size=64, verbose=False)
     if name == "autoattack":
+        from art_wdat.evaluation.autoattack import PackageAutoAttack
+
+        return PackageAutoAttack(clf, eps=budget, norm=np.inf, version="custom", max_iter=5, batch_size=64, seed=3)
+    if name == "apgd-art":
         runs = [AutoProjectedGradientDescent(clf, norm=np.inf, eps=budget, eps_step=2 * budget, max_iter=5,
                                              nb_random_init=1, batch_size=64, loss_type=loss, verbose=False)
                 for loss in ("cross_entropy", "difference_logits_ratio")]
@@ -73,10 +77,13 @@ def _direct_attack(name: str, clf, budget: float):
                                            loss="redlr", batch_size=64, budget_rounds=5, verbose=False)
 
 
-@pytest.mark.parametrize("name", evaluation.ATTACKS)
+@pytest.mark.parametrize("name", evaluation.ALL_ATTACKS)
 def test_rows_agree_with_direct_calls(demo_model, result, name):
     clf, x, y = demo_model
     budget = BUDGETS[-1]
+    if name not in result.attacks:  # "apgd-art" runs on request only
+        assert name == "apgd-art"
+        result = evaluate(clf, x, y, [budget], p=2.0, seed=3, settings=SETTINGS, attacks=name)
     attack = _direct_attack(name, clf, budget)
     seed_everything(3)
     x_adv = attack.generate(x, y)
@@ -241,8 +248,8 @@ def test_bad_arguments(demo_model):
         evaluate(clf, x, y, [0.1], norm=1)
     with pytest.raises(ValueError, match="shape"):
         evaluate(clf, x[:, :, :4], y, [0.1])
-    with pytest.raises(ValueError, match="autoattack_losses"):
-        evaluate(clf, x, y, [0.1], attacks="autoattack", settings=EvaluationSettings(autoattack_losses=("x",)))
+    with pytest.raises(ValueError, match="apgd_art_losses"):
+        evaluate(clf, x, y, [0.1], attacks="apgd-art", settings=EvaluationSettings(apgd_art_losses=("x",)))
 
 
 def test_binary_model_falls_back_to_ce():

@@ -183,3 +183,29 @@ def eval_mode(estimator: PyTorchClassifier) -> Iterator[None]:
         yield
     finally:
         module.train(was_training)
+
+
+def check_nb_classes(estimator: PyTorchClassifier, who: str) -> None:
+    """ValueError unless the model returns ``nb_classes`` outputs per input, from one forward pass of a zero input.
+
+    The bare network runs (eval mode, no gradient, torch's RNG state kept), not the preprocessing chain: a random
+    numpy defence would otherwise draw from the RNG of the run being checked. A model that cannot run on zeros is
+    not judged here.
+
+    :param who: The class that checks, for the message.
+    """
+    module = unwrap(estimator.model)
+    param = next(iter(module.parameters()), None)
+    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+    x = torch.zeros((1, *estimator.input_shape), dtype=dtype, device=device_of(estimator))
+    try:
+        with eval_mode(estimator), torch.no_grad(), torch.random.fork_rng(devices=[]):
+            out = module(x)
+    except Exception:  # a model that cannot run on zeros (e.g. token ids) fails later, where its inputs are given
+        return
+    out = out[-1] if isinstance(out, (list, tuple)) else out
+    width = out.shape[-1] if isinstance(out, torch.Tensor) and out.ndim >= 1 else None
+    if width != estimator.nb_classes:
+        raise ValueError(f"{who}: the estimator's `nb_classes`={estimator.nb_classes} but its model returns "
+                         f"{width} outputs per input (output shape {tuple(getattr(out, 'shape', ()))} for one input "
+                         "of input_shape); give nb_classes the model's number of logits.")

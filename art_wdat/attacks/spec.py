@@ -7,8 +7,11 @@ budget_rounds); both build a :class:`ThreatSpec` from them, so the checks, the d
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Literal, cast, get_args
+from typing import Any, Literal, cast, get_args
+
+import numpy as np
 
 from art_wdat.core.engine import AttackConfig, StepMethod
 from art_wdat.core.losses import LossFn
@@ -35,6 +38,41 @@ def parse_norm(norm: NormLike) -> float:
     if value not in SUPPORTED_NORMS:
         raise ValueError(f"`norm` must be one of 1, 2, np.inf or 'inf', got {norm!r}.")
     return value
+
+
+def eps_limit(norm: float, clip_values: Any, input_shape: Sequence[int]) -> tuple[float, str]:
+    """The largest plausible budget in the box ``clip_values`` for the ground norm, and what it is.
+
+    ℓ∞: half the widest range (from the middle, every point of the box is then reachable); ℓ2 and ℓ1: the box's
+    diameter, sqrt(d)·(hi − lo) and d·(hi − lo) for d features of one range (per-feature ranges are summed).
+    """
+    lo, hi = (np.asarray(v, dtype=np.float64) for v in clip_values)
+    try:
+        width = np.broadcast_to(hi - lo, tuple(input_shape))
+    except ValueError:  # bounds that do not broadcast to one input: bound the range by the widest
+        width = np.full(tuple(input_shape), float(np.max(hi - lo)))
+    if math.isinf(norm):
+        return float(width.max()) / 2, "half the range of clip_values"
+    if norm == 2:
+        return float(np.sqrt(np.sum(width ** 2))), "the ℓ2 diameter of the clip_values box"
+    return float(np.sum(width)), "the ℓ1 diameter of the clip_values box"
+
+
+def check_eps_scale(eps: float, norm: NormLike, clip_values: Any, input_shape: Sequence[int], *,
+                    name: str = "`eps`", opt_in: str = "allow_large_eps=True") -> None:
+    """ValueError when ``eps`` exceeds :func:`eps_limit`: a budget on the wrong scale (8 instead of 8/255).
+
+    :param clip_values: The estimator's box ``(min, max)``; None (no box) checks nothing.
+    :param name: How the message names the budget.
+    :param opt_in: How the caller allows such a budget, for the message.
+    """
+    if clip_values is None:
+        return
+    limit, what = eps_limit(parse_norm(norm), clip_values, input_shape)
+    if eps > limit:
+        raise ValueError(f"{name}={eps:g} is larger than {limit:.4g}, {what} (inputs of shape {tuple(input_shape)}): "
+                         "such a budget reaches every point of the box. Budgets are in the units of the inputs: for "
+                         f"images in [0, 1] write 8/255 (about 0.031), not 8; pass {opt_in} if you mean it.")
 
 
 @dataclass(frozen=True)
@@ -106,6 +144,7 @@ class ThreatKeywords:
     max_iter: int
     eps_step: float | None
     budget_rounds: int
+    allow_large_eps: bool
 
     @property
     def threat(self) -> ThreatSpec:
@@ -119,6 +158,13 @@ class ThreatKeywords:
         :return: Them as a :class:`ThreatSpec`.
         """
         return self.threat
+
+    def check_eps_plausible(self, clip_values: Any, input_shape: Sequence[int]) -> None:
+        """Refuse an ``eps`` too large for the box ``clip_values`` (:func:`check_eps_scale`), unless allowed."""
+        if not isinstance(self.allow_large_eps, bool):
+            raise TypeError(f"`allow_large_eps` must be a bool, got {self.allow_large_eps!r}.")
+        if not self.allow_large_eps:
+            check_eps_scale(self.eps, self.norm, clip_values, input_shape)
 
     @property
     def ball(self) -> WassersteinBall:

@@ -97,6 +97,7 @@ class WassersteinDistributionalAttack(ThreatKeywords, EvasionAttack):
     attack_params = EvasionAttack.attack_params + [
         "eps", "p", "norm", "method", "max_iter", "eps_step", "loss", "num_random_init", "targeted",
         "batch_size", "keep_best", "budget_rounds", "min_norm", "process_group", "max_device_bytes", "verbose",
+        "allow_large_eps",
     ]
     _estimator_requirements = (BaseEstimator, LossGradientsMixin, ClassifierMixin)
 
@@ -120,6 +121,7 @@ class WassersteinDistributionalAttack(ThreatKeywords, EvasionAttack):
         process_group: ProcessGroupLike = None,
         max_device_bytes: int | None = None,
         verbose: bool = True,
+        allow_large_eps: bool = False,
     ) -> None:
         """
         :param estimator: An ART ``PyTorchClassifier``. PyTorch preprocessing is differentiated by autograd; a numpy
@@ -155,6 +157,9 @@ class WassersteinDistributionalAttack(ThreatKeywords, EvasionAttack):
                                  and batches are streamed to the device; the result is the same. Default: half
                                  of the free memory on CUDA, unlimited on CPU.
         :param verbose: Show a progress bar.
+        :param allow_large_eps: Accept an ``eps`` beyond the box ``clip_values`` (ℓ∞: half its range; ℓ2, ℓ1: its
+                                diameter), which is refused by default as a budget on the wrong scale (8 for 8/255).
+        :raises ValueError: also when the model does not return ``nb_classes`` outputs (one forward pass here).
         """
         est.require_pytorch_classifier(estimator, type(self).__name__)
         super().__init__(estimator=estimator)
@@ -174,14 +179,17 @@ class WassersteinDistributionalAttack(ThreatKeywords, EvasionAttack):
         self.process_group = process_group
         self.max_device_bytes = max_device_bytes
         self.verbose = verbose
+        self.allow_large_eps = allow_large_eps
         self.last_result_: AttackResult | None = None
         self._flip_costs = FlipCostCache()
         self._check_params()
+        est.check_nb_classes(estimator, type(self).__name__)
 
     # -- configuration ----------------------------------------------------------------------------------
     def _check_params(self) -> None:
         """Check every parameter: the threat's through its ThreatSpec, then the attack's own."""
         self.check_threat()
+        self.check_eps_plausible(self.estimator.clip_values, self.estimator.input_shape)
         check_int("batch_size", self.batch_size, low=1)
         check_int("num_random_init", self.num_random_init, low=0)
         if self.max_device_bytes is not None:
@@ -258,7 +266,7 @@ class WassersteinDistributionalAttack(ThreatKeywords, EvasionAttack):
                                        reducer=self.reducer(), verbose=self.verbose, device=device)
 
     def _search(self, x: torch.Tensor, y: torch.Tensor, clip: Clip | None) -> tuple[torch.Tensor, AttackResult]:
-        """"knapsack", or "auto": the knapsack, W-PGD and W-PGD-Budget, the one with the fewest correct returned."""
+        """Method "knapsack"; or "auto": the knapsack, W-PGD and W-PGD-Budget, the one with fewest correct returned."""
         if not is_unit_box(clip):
             raise ValueError(f"`method`={self.method!r} needs an estimator with clip_values=(0, 1): the flip-cost "
                              "solvers work in [0, 1].")

@@ -64,11 +64,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                                                                       DEFAULT_IMAGE_BUDGETS))
     loading.check_model_spec(args.model)
     settings = EvaluationSettings(max_iter=args.max_iter or 20, batch_size=args.batch_size,
-                                  autoattack_max_iter=args.aa_iter, autoattack_restarts=args.aa_restarts)
+                                  autoattack_version=args.autoattack_version, autoattack_max_iter=args.aa_iter,
+                                  apgd_art_max_iter=args.apgd_iter, apgd_art_restarts=args.apgd_restarts)
     with distributed.launched(distributed.backend_for(args.device)) as (world, rank):
         x, y = loading.load_data(args, "test")
-        loaded = loading.load_model(args.model, args)
-        loading.check_compatible(loaded.classifier, x, y, args.dataset)
+        loaded = loading.load_model(args.model, args, (x, y))
+        loading.check_budgets(loaded.classifier, budgets, args.norm)
         x, y = loading.shard(x, y, world, rank)
         result = evaluate(loaded.classifier, x, y, budgets, p=args.p, norm=args.norm, attacks=attacks,
                           seed=args.seed, verbose=not args.quiet and rank == 0, settings=settings,
@@ -97,7 +98,6 @@ def _write_evaluation(result: EvaluationResult, out: Path) -> None:
 def cmd_finetune(args: argparse.Namespace) -> int:
     """``art-wdat finetune``: W-TRADES fine-tuning to a checkpoint."""
     from art_wdat import distributed
-    from art_wdat.zoo import save_checkpoint_model
 
     _set_threads(_threads_for(args))
     out = Path(args.out)
@@ -113,13 +113,13 @@ def cmd_finetune(args: argparse.Namespace) -> int:
                      "norm": "inf" if math.isinf(args.norm) else args.norm, "beta": args.beta,
                      "epochs": args.epochs, "lr": args.lr, "seed": args.seed, "ranks": world,
                      "global_batch_size": args.batch_size * world, "history": _plain_history(history)}
-    path = save_checkpoint_model(out, loaded.arch, trainer.get_classifier().model.state_dict(), meta)
+    path, options = loading.save_finetuned(loaded, out, trainer.get_classifier().model.state_dict(), meta)
     last = history[-1] if history else {}
     print(f"W-TRADES fine-tune of {loaded.label} on {args.dataset}: {args.epochs} epoch(s), p = {args.p:g}, "
           f"δ = {trainer.eps:.4g}, {world} rank(s); last epoch: loss {last.get('loss', math.nan):.4f}, "
           f"train clean acc {last.get('train_clean_acc', math.nan):.4f}, "
           f"train robust acc {last.get('train_robust_acc', math.nan):.4f}")
-    print(f"Wrote {path}; evaluate it with: {PROG} evaluate --model {path} --dataset {args.dataset}")
+    print(f"Wrote {path}; evaluate it with: {PROG} evaluate {options} --dataset {args.dataset}")
     return 0
 
 
@@ -133,13 +133,13 @@ def _finetune(args: argparse.Namespace, verbose: bool) -> tuple[WassersteinTRADE
     from art_wdat.zoo import clip_pair, make_classifier
 
     x, y = loading.load_data(args, "train")
-    loaded = loading.load_model(args.model, args)
-    loading.check_compatible(loaded.classifier, x, y, args.dataset)
+    loaded = loading.load_model(args.model, args, (x, y))
+    eps = args.eps if args.eps is not None else (0.1 if args.dataset == "digits" else 8 / 255)
+    loading.check_budgets(loaded.classifier, [eps], args.norm)
     base = loaded.classifier
     # A fresh optimizer at the fine-tuning learning rate, on the same module and preprocessing.
     clf = make_classifier(base.model, base.input_shape, base.nb_classes, clip_values=clip_pair(base.clip_values),
                           preprocessing=loaded.meta.get("preprocessing"), device=args.device, lr=args.lr)
-    eps = args.eps if args.eps is not None else (0.1 if args.dataset == "digits" else 8 / 255)
     trainer = WassersteinTRADESTrainer(clf, eps=eps, p=args.p, norm=args.norm, beta=args.beta,
                                        max_iter=args.max_iter or 10, method=args.method,
                                        finetune=None if args.finetune_mode == "none" else args.finetune_mode,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,7 +26,8 @@ class LoadedModel:
     """A classifier and what is needed to save it again as a local checkpoint.
 
     :ivar classifier: The ART classifier.
-    :ivar arch: Architecture for :func:`art_wdat.zoo.save_checkpoint_model` (name, dict or module).
+    :ivar arch: Architecture for :func:`art_wdat.zoo.save_checkpoint_model` (name, dict or module); None for a
+        model file (FILE.py:FACTORY, TorchScript, torch.export), whose fine-tuned weights are saved as a state_dict.
     :ivar meta: Checkpoint meta (input_shape, nb_classes, clip_values, preprocessing, ...).
     :ivar label: Printable name.
     """
@@ -41,19 +43,64 @@ def _rb_dataset(dataset: str) -> str:
     return dataset if dataset in ("cifar10", "cifar100") else "cifar10"
 
 
-def load_model(spec: str, args: argparse.Namespace) -> LoadedModel:
-    """Resolve ``--model``: ``rb:<name>``, ``demo``, or a local checkpoint path.
+Data = tuple["np.ndarray", "np.ndarray"]
 
-    :raises FileNotFoundError: neither of the three.
+
+def load_model(spec: str, args: argparse.Namespace, data: Data | None = None) -> LoadedModel:
+    """Resolve ``--model``: ``rb:<name>``, ``demo``, ``FILE.py:FACTORY[:ARGS]``, a TorchScript or ``torch.export``
+    file, or a local checkpoint.
+
+    :param data: The (x, y) the model is for: a model file takes its input shape from them, and a model that does
+        not fit them is refused before anything expensive runs (the demo model's training).
+    :raises FileNotFoundError: none of these.
     """
     from art_wdat.zoo import RB_PREFIX
+    from art_wdat.zoo.user import is_user_model
 
+    user = is_user_model(spec)
+    check_model_options(spec, args, user)
     if spec.startswith(RB_PREFIX):
-        return _robustbench_model(spec, args)
-    if spec == DEMO_MODEL:
-        return _demo_model(args)
-    check_model_spec(spec)
-    return _local_model(Path(spec), args)
+        loaded = _robustbench_model(spec, args)
+    elif spec == DEMO_MODEL:
+        loaded = _demo_model(args, data)
+    elif user:
+        loaded = _user_model(spec, args, data)
+    else:
+        check_model_spec(spec)
+        loaded = _local_model(Path(spec), args)
+    if data is not None:
+        check_compatible(loaded.classifier, data[0], data[1], args.dataset)
+    return loaded
+
+
+def check_model_options(spec: str, args: argparse.Namespace, user: bool) -> None:
+    """--weights, --mean and --std go with a model file (the others bring their own); --mean with --std."""
+    given = [f"--{name}" for name in ("weights", "mean", "std") if getattr(args, name, None) is not None]
+    if given and not user:
+        verb = "goes" if len(given) == 1 else "go"
+        raise ValueError(f"{' and '.join(given)} {verb} with --model FILE.py:FACTORY or a TorchScript / torch.export "
+                         f"file; {spec!r} brings its own weights and normalisation")
+    if (getattr(args, "mean", None) is None) != (getattr(args, "std", None) is None):
+        raise ValueError("--mean and --std go together")
+
+
+def _user_model(spec: str, args: argparse.Namespace, data: Data | None) -> LoadedModel:
+    """``--model FILE.py:FACTORY[:ARGS]`` or a TorchScript / torch.export file, [0, 1] inputs of the data's shape."""
+    from art_wdat.zoo.user import load_user_module, wrap_user_module
+
+    if data is None:
+        raise ValueError(f"--model {spec}: a model file takes its input shape from the data")
+    weights = getattr(args, "weights", None)
+    module = load_user_module(spec, Path(weights) if weights is not None else None)
+    preprocessing = None if getattr(args, "mean", None) is None else [args.mean, args.std]
+    shape = list(data[0].shape[1:])
+    try:
+        clf = wrap_user_module(module, shape, preprocessing=preprocessing, device=args.device)
+    except ValueError as err:
+        raise ValueError(f"--model {spec} on {args.dataset}: {err}") from err
+    meta = {"input_shape": shape, "nb_classes": clf.nb_classes, "clip_values": [0.0, 1.0],
+            "preprocessing": preprocessing}
+    return LoadedModel(clf, None, meta, spec)
 
 
 def _robustbench_model(spec: str, args: argparse.Namespace) -> LoadedModel:
@@ -73,9 +120,13 @@ def _robustbench_model(spec: str, args: argparse.Namespace) -> LoadedModel:
 
 def _local_model(path: Path, args: argparse.Namespace) -> LoadedModel:
     """``--model PATH``: an art-wdat checkpoint, with the meta needed to save it again."""
-    from art_wdat.zoo import load_local_checkpoint, read_checkpoint
+    from art_wdat.zoo import ModelUnavailableError, load_local_checkpoint, read_checkpoint
+    from art_wdat.zoo.user import saved_file_hint
 
-    payload = read_checkpoint(path)
+    try:
+        payload = read_checkpoint(path)
+    except (ValueError, ModelUnavailableError) as err:
+        raise type(err)(saved_file_hint(path)) from err
     clf = load_local_checkpoint(path, device=args.device)
     meta = {k: payload.get(k) for k in ("input_shape", "nb_classes", "clip_values", "preprocessing")}
     meta.update({k: v for k, v in payload["arch"].get("kwargs", {}).items() if k in ("dataset", "threat_model")})
@@ -83,24 +134,33 @@ def _local_model(path: Path, args: argparse.Namespace) -> LoadedModel:
 
 
 def check_model_spec(spec: str) -> None:
-    """Fail fast, before any data is loaded, on a ``--model`` that is neither rb:, demo nor an existing file."""
+    """Fail fast, before any data is loaded, on a ``--model`` that is neither rb:, demo, a factory nor an existing
+    file."""
     from art_wdat.zoo import RB_PREFIX
+    from art_wdat.zoo.user import parse_factory_spec
 
     if spec.startswith(RB_PREFIX) or spec == DEMO_MODEL:
+        return
+    factory = parse_factory_spec(spec)
+    if factory is not None:
+        if not factory.path.is_file():
+            raise FileNotFoundError(f"--model {spec!r}: no python file at {factory.path}")
         return
     path = Path(spec)
     if path.is_dir():
         raise IsADirectoryError(f"--model {spec!r} is a folder; give the checkpoint file")
     if not path.is_file():
-        raise FileNotFoundError(f"unknown model {spec!r}: expected rb:<RobustBench name>, 'demo', or the path of an "
-                                "art-wdat checkpoint (no such file)")
+        raise FileNotFoundError(f"unknown model {spec!r}: expected rb:<RobustBench name>, 'demo', FILE.py:FACTORY, or "
+                                "the path of an art-wdat checkpoint, TorchScript or torch.export file (no such file)")
 
 
-def _demo_model(args: argparse.Namespace) -> LoadedModel:
+def _demo_model(args: argparse.Namespace, data: Data | None) -> LoadedModel:
     from art_wdat.cli import demo
 
     config = demo.DemoConfig(seed=args.seed)
     x_train, y_train, _, _ = demo.load_demo_data(config)
+    if data is not None:  # before the training: the demo model takes digits
+        check_shapes(tuple(x_train.shape[1:]), data[0], args.dataset)
     logger.info("training the demo model (TRADES on digits, %d epochs)", config.train_epochs)
     clf, _ = demo.train_demo_model(config, x_train, y_train, verbose=not args.quiet)
     meta = {"input_shape": list(clf.input_shape), "nb_classes": clf.nb_classes, "clip_values": [0.0, 1.0]}
@@ -116,11 +176,48 @@ def load_data(args: argparse.Namespace, split: str) -> tuple[np.ndarray, np.ndar
 
 def check_compatible(classifier: PyTorchClassifier, x: np.ndarray, y: np.ndarray, dataset: str) -> None:
     """ValueError when the data does not fit the model (input shape, label range)."""
-    if tuple(x.shape[1:]) != tuple(classifier.input_shape):
-        raise ValueError(f"the model expects inputs of shape {tuple(classifier.input_shape)} but {dataset} has "
-                         f"{tuple(x.shape[1:])}")
+    check_shapes(tuple(classifier.input_shape), x, dataset)
     if len(y) and int(y.max()) >= classifier.nb_classes:
         raise ValueError(f"{dataset} has label {int(y.max())} but the model has {classifier.nb_classes} classes")
+
+
+def check_shapes(input_shape: tuple, x: np.ndarray, dataset: str) -> None:
+    """ValueError when inputs of ``x`` are not of the model's ``input_shape``."""
+    if tuple(x.shape[1:]) != tuple(input_shape):
+        raise ValueError(f"the model expects inputs of shape {tuple(input_shape)} but {dataset} has "
+                         f"{tuple(x.shape[1:])}")
+
+
+def check_budgets(classifier: PyTorchClassifier, budgets: Sequence[float], norm: float) -> None:
+    """ValueError, before any attack or training, for a budget on the wrong scale (8 instead of 8/255)."""
+    from art_wdat.attacks.spec import check_eps_scale
+
+    for eps in budgets:
+        check_eps_scale(eps, norm, classifier.clip_values, classifier.input_shape, name="--eps",
+                        opt_in="allow_large_eps=True to the Python API")
+
+
+def save_finetuned(loaded: LoadedModel, out: Path, state_dict: dict, meta: dict) -> tuple[Path, str]:
+    """Write the fine-tuned weights; return the path and the ``--model ...`` options that evaluate them.
+
+    A checkpoint for models we can rebuild (SmallCNN, RobustBench); for a model file, its state_dict, to be given
+    again with ``--weights`` (a checkpoint cannot rebuild code it does not hold).
+    """
+    from art_wdat.training.checkpoint import save_checkpoint
+    from art_wdat.zoo import save_checkpoint_model
+    from art_wdat.zoo.local import plain_value
+
+    if loaded.arch is not None:
+        path = save_checkpoint_model(out, loaded.arch, state_dict, meta)
+        return path, f"--model {path}"
+    payload = {"state_dict": {k: v.detach().cpu().clone() for k, v in state_dict.items()}, "model": loaded.label,
+               "meta": plain_value(meta, "meta")}
+    path = save_checkpoint(payload, out)
+    options = f"--model {loaded.label} --weights {path}"
+    prep = meta.get("preprocessing")
+    if prep is not None:
+        options += " --mean " + ",".join(map(str, prep[0])) + " --std " + ",".join(map(str, prep[1]))
+    return path, options
 
 
 def shard(x: np.ndarray, y: np.ndarray, world: int, rank: int) -> tuple[np.ndarray, np.ndarray]:

@@ -19,6 +19,8 @@ from art_wdat.validation import check_int, check_number
 PROG = "art-wdat"
 EXIT_USAGE = 2
 DEFAULT_ATTACKS = "pgd,autoattack,wpgd,wpgd-budget,wauto"
+#: Every attack --attacks accepts ("apgd-art": ART's APGD-CE + APGD-DLR, "APGD (ART)", on request only).
+ALL_ATTACKS = "pgd,autoattack,apgd-art,wpgd,wpgd-budget,wauto"
 #: Budgets when --eps is not given: the digits demo's for digits, the usual CIFAR ℓ∞ ones otherwise.
 DEFAULT_BUDGETS = {"digits": "0.05,0.1,0.15"}
 DEFAULT_IMAGE_BUDGETS = "2/255,4/255,8/255"
@@ -65,6 +67,14 @@ def _norm(text: str) -> float:
     if value not in (2.0, math.inf):
         raise ValueError(f"must be inf or 2, got {text!r}")
     return value
+
+
+def parse_numbers(text: str) -> list[float]:
+    """Comma-separated finite numbers, e.g. a per-channel mean "0.4914,0.4822,0.4465"."""
+    values = [parse_number(p) for p in text.split(",") if p.strip()]
+    if not values or not all(math.isfinite(v) for v in values):
+        raise ValueError(f"expected comma-separated finite numbers, got {text!r}")
+    return values
 
 
 #: Range checks, called as ``check(option, value)``.
@@ -114,7 +124,17 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def _model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True,
-                        help="rb:<RobustBench name>, the path of a local checkpoint, or 'demo' (trains the demo model)")
+                        help="rb:<RobustBench name>, a local checkpoint, FILE.py:FACTORY[:ARGS] (a function that "
+                             "builds the module), a TorchScript or torch.export file, or 'demo' (trains the demo "
+                             "model)")
+    parser.add_argument("--weights", default=None,
+                        help="a torch.save'd state_dict to load into a FILE.py:FACTORY, TorchScript or torch.export "
+                             "model")
+    parser.add_argument("--mean", type=_arg_type(parse_numbers, "--mean"), default=None,
+                        help="input normalisation of a model file, per channel, e.g. 0.4914,0.4822,0.4465 (with --std; "
+                             "default: none, the model normalises its [0, 1] inputs itself)")
+    parser.add_argument("--std", type=_arg_type(parse_numbers, "--std"), default=None,
+                        help="input normalisation's standard deviations, per channel (with --mean)")
     parser.add_argument("--dataset", required=True, help="cifar10, cifar100, digits or npz:PATH")
     parser.add_argument("--data-dir", default=None, help="folder holding the CIFAR data (default ./data)")
     parser.add_argument("--model-dir", default="./models", help="RobustBench model folder (./models)")
@@ -143,17 +163,26 @@ def _add_demo(sub: Any) -> argparse.ArgumentParser:
 
 
 def _add_evaluate(sub: Any) -> argparse.ArgumentParser:
-    ev = sub.add_parser("evaluate", help="side-by-side evaluation: PGD, AutoAttack, W-PGD, W-PGD-Budget, bounds",
+    ev = sub.add_parser("evaluate", help="side-by-side evaluation: PGD, AutoAttack, W-PGD, W-PGD-Budget, "
+                                         "W-AutoAttack, bounds",
                         description="Evaluate a model against pointwise and distributional attacks at each budget.")
     _model_args(ev)
     ev.add_argument("--eps", type=_arg_type(parse_budgets, "--eps"), default=None,
                     help=f"comma-separated budgets, fractions allowed (digits: {DEFAULT_BUDGETS['digits']}; "
                          f"otherwise {DEFAULT_IMAGE_BUDGETS})")
-    ev.add_argument("--attacks", default=DEFAULT_ATTACKS, help=f"comma-separated subset of {DEFAULT_ATTACKS}")
+    ev.add_argument("--attacks", default=DEFAULT_ATTACKS,
+                    help=f"comma-separated subset of {ALL_ATTACKS} ({DEFAULT_ATTACKS})")
+    ev.add_argument("--autoattack-version", choices=("standard", "custom"), default="custom",
+                    help="AutoAttack from the autoattack package: standard (APGD-CE, APGD-T, FAB-T, Square: "
+                         "RobustBench's protocol) or custom (APGD-CE + APGD-T, cheaper; the default)")
     ev.add_argument("--aa-iter", type=_arg_type(_integer, "--aa-iter", _AT_LEAST_ONE), default=None,
-                    help="iterations of each APGD run in AutoAttack (default: --max-iter)")
-    ev.add_argument("--aa-restarts", type=_arg_type(_integer, "--aa-restarts", _AT_LEAST_ONE), default=1,
-                    help="random restarts of each APGD run in AutoAttack (1)")
+                    help="iterations of each APGD and FAB run in AutoAttack (default: the package's 100)")
+    ev.add_argument("--apgd-iter", type=_arg_type(_integer, "--apgd-iter", _AT_LEAST_ONE), default=None,
+                    help="iterations of each APGD run of the apgd-art attack (default: --max-iter)")
+    # --aa-restarts: its name from when the AutoAttack row was ART's APGD runs.
+    ev.add_argument("--apgd-restarts", "--aa-restarts", dest="apgd_restarts",
+                    type=_arg_type(_integer, "--apgd-restarts", _AT_LEAST_ONE), default=1,
+                    help="random restarts of each APGD run of the apgd-art attack (1; alias --aa-restarts)")
     ev.add_argument("--out", default=None, help="also write report.json, report.md, curve.png and (when W-AutoAttack "
                                                 "runs) knapsack_curve.png to this folder")
     _common(ev)

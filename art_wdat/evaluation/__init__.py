@@ -8,6 +8,7 @@ curve in :mod:`~art_wdat.evaluation.curve`.
 
 from art_wdat.evaluation.curve import accuracy_curve
 from art_wdat.evaluation.registry import (
+    ALL_ATTACKS,
     ATTACK_NAMES,
     ATTACKS,
     AUTOATTACK_LOSSES,
@@ -28,6 +29,7 @@ from art_wdat.evaluation.report import (
 )
 from art_wdat.evaluation.runner import accuracy, evaluate
 
-__all__ = ["ATTACK_NAMES", "ATTACKS", "AUTOATTACK_LOSSES", "AccuracyCurve", "AttackOutcome", "BudgetResult",
-           "EvaluationResult", "EvaluationSettings", "accuracy", "accuracy_curve", "build_attack", "compare_markdown",
-           "evaluate", "format_order", "json_safe", "parse_attacks", "run_timed_attack", "time_attack"]
+__all__ = ["ALL_ATTACKS", "ATTACK_NAMES", "ATTACKS", "AUTOATTACK_LOSSES", "AccuracyCurve", "AttackOutcome",
+           "BudgetResult", "EvaluationResult", "EvaluationSettings", "accuracy", "accuracy_curve", "build_attack",
+           "compare_markdown", "evaluate", "format_order", "json_safe", "parse_attacks", "run_timed_attack",
+           "time_attack"]

@@ -1,6 +1,8 @@
 """The attacks the side-by-side evaluation compares, and how each is configured, built and run.
 
-Pointwise: ART ``ProjectedGradientDescent`` and ART ``AutoAttack`` (its APGD runs); distributional: W-PGD,
+Pointwise: ART ``ProjectedGradientDescent``, AutoAttack from the ``autoattack`` package (standard or custom version:
+:mod:`art_wdat.evaluation.autoattack`) and ART's ``AutoAttack`` restricted to its APGD runs ("APGD (ART)", not in
+the default list); distributional: W-PGD,
 W-PGD-Budget and W-AutoAttack (``method="auto"``: the strongest of the knapsack, W-PGD and W-PGD-Budget) of
 :class:`~art_wdat.attacks.WassersteinDistributionalAttack`. :func:`build_attack` builds the
 attack behind one row of the report exactly as :func:`~art_wdat.evaluation.evaluate` runs it, so a row can be
@@ -20,15 +22,18 @@ import numpy as np
 from art_wdat.attacks import WassersteinDistributionalAttack
 from art_wdat.attacks.spec import Method
 from art_wdat.core.reduce import ProcessGroupLike
+from art_wdat.evaluation.autoattack import AutoAttackVersion, PackageAutoAttack
 from art_wdat.training.checkpoint import seed_everything
 
 if TYPE_CHECKING:
     from art.estimators.classification import PyTorchClassifier
 
 #: Attack keys, in report order, and their display names.
-ATTACKS = ("pgd", "autoattack", "wpgd", "wpgd-budget", "wauto")
-ATTACK_NAMES = {"pgd": "PGD", "autoattack": "AutoAttack", "wpgd": "W-PGD", "wpgd-budget": "W-PGD-Budget",
-                "wauto": "W-AutoAttack"}
+ALL_ATTACKS = ("pgd", "autoattack", "apgd-art", "wpgd", "wpgd-budget", "wauto")
+ATTACK_NAMES = {"pgd": "PGD", "autoattack": "AutoAttack", "apgd-art": "APGD (ART)", "wpgd": "W-PGD",
+                "wpgd-budget": "W-PGD-Budget", "wauto": "W-AutoAttack"}
+#: The attacks :func:`~art_wdat.evaluation.evaluate` runs by default ("apgd-art" on request only).
+ATTACKS = tuple(a for a in ALL_ATTACKS if a != "apgd-art")
 #: The distributional rows and the attack method behind each.
 _W_METHODS: dict[str, Method] = {"wpgd": "wpgd", "wpgd-budget": "budget", "wauto": "auto"}
 AUTOATTACK_LOSSES = {"ce": "cross_entropy", "dlr": "difference_logits_ratio"}
@@ -42,9 +47,14 @@ class EvaluationSettings:
     :ivar batch_size: Inputs per forward/backward pass (does not change any result).
     :ivar pgd_step_ratio: ART PGD's ``eps_step`` = ratio · ε / max_iter.
     :ivar pgd_random_init: ART PGD's ``num_random_init``.
-    :ivar autoattack_losses: The APGD runs inside ART's AutoAttack: "ce" and/or "dlr" (DLR needs ≥ 3 classes).
-    :ivar autoattack_max_iter: Iterations of each APGD run (None: ``max_iter``; AutoAttack itself uses 100).
-    :ivar autoattack_restarts: Random starts of each APGD run (AutoAttack itself uses 5).
+    :ivar autoattack_version: AutoAttack from the ``autoattack`` package: "standard" (APGD-CE, APGD-T, FAB-T,
+        Square: RobustBench's protocol at p = ∞) or "custom" (APGD-CE + APGD-T only, cheaper).
+    :ivar autoattack_max_iter: Iterations of each APGD and FAB run of that AutoAttack (None: the package's 100,
+        the standard protocol; any other value departs from it, and the report says so).
+    :ivar apgd_art_losses: The APGD runs of "APGD (ART)" (ART's AutoAttack): "ce" and/or "dlr" (DLR needs ≥ 3
+        classes).
+    :ivar apgd_art_max_iter: Iterations of each of those APGD runs (None: ``max_iter``).
+    :ivar apgd_art_restarts: Random starts of each of those APGD runs.
     :ivar wpgd_loss: Loss of the distributional attacks.
     :ivar wpgd_step_ratio: Their ``eps_step`` = ratio · δ / max_iter (None: the attack's default 1.875).
     :ivar budget_rounds: (Re-)allocations of W-PGD-Budget.
@@ -55,9 +65,11 @@ class EvaluationSettings:
     batch_size: int = 128
     pgd_step_ratio: float = 2.5
     pgd_random_init: int = 1
-    autoattack_losses: tuple = ("ce", "dlr")
+    autoattack_version: AutoAttackVersion = "custom"
     autoattack_max_iter: int | None = None
-    autoattack_restarts: int = 1
+    apgd_art_losses: tuple = ("ce", "dlr")
+    apgd_art_max_iter: int | None = None
+    apgd_art_restarts: int = 1
     wpgd_loss: str = "redlr"
     wpgd_step_ratio: float | None = None
     budget_rounds: int = 5
@@ -68,10 +80,10 @@ def parse_attacks(attacks: str | Sequence[str]) -> tuple:
     """Attack keys from a sequence or a comma-separated string, validated and de-duplicated, in report order."""
     names = [a.strip().lower() for a in (attacks.split(",") if isinstance(attacks, str) else attacks)]
     names = [a for a in names if a]
-    unknown = [a for a in names if a not in ATTACKS]
+    unknown = [a for a in names if a not in ALL_ATTACKS]
     if unknown:
-        raise ValueError(f"unknown attack(s) {', '.join(map(repr, unknown))}; choose from {', '.join(ATTACKS)}")
-    return tuple(a for a in ATTACKS if a in names)
+        raise ValueError(f"unknown attack(s) {', '.join(map(repr, unknown))}; choose from {', '.join(ALL_ATTACKS)}")
+    return tuple(a for a in ALL_ATTACKS if a in names)
 
 
 def _art_norm(norm: float) -> int | float:
@@ -79,13 +91,15 @@ def _art_norm(norm: float) -> int | float:
 
 
 def build_attack(name: str, classifier: PyTorchClassifier, budget: float, *, p: float, norm: float,
-                 settings: EvaluationSettings, process_group: ProcessGroupLike = None) -> Any:
+                 settings: EvaluationSettings, process_group: ProcessGroupLike = None, seed: int | None = 0) -> Any:
     """The attack behind the report's row ``name`` at ``budget``, configured exactly as :func:`evaluate` runs it.
 
-    :param name: One of :data:`ATTACKS`.
+    :param name: One of :data:`ALL_ATTACKS`.
     :param budget: ε (pointwise) or δ (distributional), > 0.
     :param process_group: The distributional attacks' process group (see :class:`WassersteinDistributionalAttack`).
-    :return: An ART evasion attack; call ``generate(x, y)`` after :func:`seed_everything`.
+    :param seed: The ``autoattack`` package's own seed (its runs reseed torch with it); :func:`evaluate` passes its
+                 ``seed``. The other attacks draw from the global generators that :func:`seed_everything` seeds.
+    :return: An attack with ART's ``generate(x, y)``; call it after :func:`seed_everything`.
     """
     s = settings
     if name == "pgd":
@@ -95,7 +109,10 @@ def build_attack(name: str, classifier: PyTorchClassifier, budget: float, *, p: 
                                         eps_step=s.pgd_step_ratio * budget / s.max_iter, max_iter=s.max_iter,
                                         num_random_init=s.pgd_random_init, batch_size=s.batch_size, verbose=False)
     if name == "autoattack":
-        return _build_autoattack(classifier, budget, norm, s)
+        return PackageAutoAttack(classifier, eps=budget, norm=norm, version=s.autoattack_version,
+                                 max_iter=s.autoattack_max_iter, batch_size=s.batch_size, seed=seed)
+    if name == "apgd-art":
+        return _build_apgd_art(classifier, budget, norm, s)
     if name in _W_METHODS:
         eps_step = None if s.wpgd_step_ratio is None else s.wpgd_step_ratio * budget / s.max_iter
         return WassersteinDistributionalAttack(classifier, eps=budget, p=p, norm=norm,
@@ -103,31 +120,39 @@ def build_attack(name: str, classifier: PyTorchClassifier, budget: float, *, p: 
                                                max_iter=s.max_iter, eps_step=eps_step, loss=s.wpgd_loss,
                                                batch_size=s.batch_size, budget_rounds=s.budget_rounds,
                                                process_group=process_group, verbose=False)
-    raise ValueError(f"unknown attack {name!r}; choose from {', '.join(ATTACKS)}")
+    raise ValueError(f"unknown attack {name!r}; choose from {', '.join(ALL_ATTACKS)}")
 
 
-def autoattack_losses(classifier: PyTorchClassifier, settings: EvaluationSettings) -> list:
-    """The APGD losses AutoAttack runs: ``settings.autoattack_losses`` checked, DLR dropped below 3 classes."""
-    losses = [loss.lower() for loss in settings.autoattack_losses]
+def apgd_art_losses(classifier: PyTorchClassifier, settings: EvaluationSettings) -> list:
+    """The APGD losses "APGD (ART)" runs: ``settings.apgd_art_losses`` checked, DLR dropped below 3 classes."""
+    losses = [loss.lower() for loss in settings.apgd_art_losses]
     unknown = [loss for loss in losses if loss not in AUTOATTACK_LOSSES]
     if unknown or not losses:
-        raise ValueError(f"autoattack_losses must be a non-empty subset of {sorted(AUTOATTACK_LOSSES)}, "
-                         f"got {settings.autoattack_losses!r}")
+        raise ValueError(f"apgd_art_losses must be a non-empty subset of {sorted(AUTOATTACK_LOSSES)}, "
+                         f"got {settings.apgd_art_losses!r}")
     if classifier.nb_classes < 3:
         losses = [loss for loss in losses if loss != "dlr"] or ["ce"]
     return losses
 
 
-def _build_autoattack(classifier: PyTorchClassifier, budget: float, norm: float, s: EvaluationSettings) -> Any:
+def apgd_art_note(classifier: PyTorchClassifier, settings: EvaluationSettings) -> str:
+    """The report's note on what "APGD (ART)" ran."""
+    losses = apgd_art_losses(classifier, settings)
+    return (f"APGD (ART) = ART AutoAttack with {' + '.join('APGD-' + x.upper() for x in losses)} only, "
+            f"{settings.apgd_art_max_iter or settings.max_iter} iterations, {settings.apgd_art_restarts} restart(s) "
+            "each: not AutoAttack's protocol.")
+
+
+def _build_apgd_art(classifier: PyTorchClassifier, budget: float, norm: float, s: EvaluationSettings) -> Any:
     """ART's AutoAttack restricted to APGD runs (APGD-CE, APGD-DLR): AutoAttack's strongest, cheapest part."""
     from art.attacks.evasion import AutoAttack, AutoProjectedGradientDescent
 
-    iters = s.autoattack_max_iter or s.max_iter
+    iters = s.apgd_art_max_iter or s.max_iter
     # eps_step = 2ε: APGD's initial step (Croce & Hein, 2020); it adapts the step itself afterwards.
     runs = [AutoProjectedGradientDescent(classifier, norm=_art_norm(norm), eps=budget, eps_step=2 * budget,
-                                         max_iter=iters, targeted=False, nb_random_init=s.autoattack_restarts,
+                                         max_iter=iters, targeted=False, nb_random_init=s.apgd_art_restarts,
                                          batch_size=s.batch_size, loss_type=AUTOATTACK_LOSSES[loss], verbose=False)
-            for loss in autoattack_losses(classifier, s)]
+            for loss in apgd_art_losses(classifier, s)]
     return AutoAttack(classifier, norm=_art_norm(norm), eps=budget, eps_step=2 * budget, attacks=runs,
                       batch_size=s.batch_size)
 
@@ -145,5 +170,6 @@ def run_timed_attack(name: str, classifier: PyTorchClassifier, x: np.ndarray, y:
                      p: float, norm: float, settings: EvaluationSettings, seed: int | None,
                      process_group: ProcessGroupLike = None) -> tuple[np.ndarray, float]:
     """Seed, build and run one attack; return (x_adv, wall seconds)."""
-    attack = build_attack(name, classifier, budget, p=p, norm=norm, settings=settings, process_group=process_group)
+    attack = build_attack(name, classifier, budget, p=p, norm=norm, settings=settings, process_group=process_group,
+                          seed=seed)
     return time_attack(attack, x, y, seed)

@@ -1,4 +1,4 @@
-"""Side-by-side evaluation: pointwise (ART PGD, ART AutoAttack) and distributional (W-PGD, W-PGD-Budget)
+"""Side-by-side evaluation: pointwise (ART PGD, AutoAttack, APGD (ART)) and distributional (W-PGD, W-PGD-Budget)
 attacks at the same budgets, with the first-order bounds R^u and R^l of METHOD.md §6.
 
 For p < inf the pointwise ball of radius ε = δ lies inside the W_p ball of radius δ, so every attack run
@@ -30,12 +30,13 @@ from art_wdat.attacks.estimator import device_of
 from art_wdat.core.reduce import LOCAL, ProcessGroupLike, Reducer, default_reducer, reduce_floats
 from art_wdat.core.threat import WassersteinBall
 from art_wdat.evaluation import metrics
+from art_wdat.evaluation.autoattack import autoattack_note, check_version
 from art_wdat.evaluation.curve import knapsack_curve
 from art_wdat.evaluation.registry import (
     ATTACK_NAMES,
     ATTACKS,
     EvaluationSettings,
-    autoattack_losses,
+    apgd_art_note,
     build_attack,
     parse_attacks,
     time_attack,
@@ -79,13 +80,16 @@ def _check_budgets(budgets: float | Sequence[float]) -> list[float]:
 
 
 def _check_settings(s: EvaluationSettings) -> None:
-    for name in ("max_iter", "batch_size", "autoattack_restarts", "budget_rounds"):
+    for name in ("max_iter", "batch_size", "apgd_art_restarts", "budget_rounds"):
         value = getattr(s, name)
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    if s.autoattack_max_iter is not None and (not isinstance(s.autoattack_max_iter, int) or s.autoattack_max_iter < 1):
-        raise ValueError(f"autoattack_max_iter must be None or an integer >= 1, got {s.autoattack_max_iter!r}")
-    s.autoattack_losses = tuple(s.autoattack_losses)
+    for name in ("autoattack_max_iter", "apgd_art_max_iter"):
+        value = getattr(s, name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"{name} must be None or an integer >= 1, got {value!r}")
+    check_version(s.autoattack_version)
+    s.apgd_art_losses = tuple(s.apgd_art_losses)
 
 
 def _resolve_settings(settings: EvaluationSettings | None, max_iter: int | None,
@@ -119,9 +123,11 @@ def _check_data(classifier: PyTorchClassifier, x: np.ndarray, y: np.ndarray) -> 
     return x, labels
 
 
-def _notes(classifier: PyTorchClassifier, names: Sequence[str], s: EvaluationSettings, world_size: int) -> list:
+def _notes(classifier: PyTorchClassifier, names: Sequence[str], s: EvaluationSettings, norm: float,
+           world_size: int) -> list:
     """Notes for the report; also swaps DLR-type losses for CE on models with fewer than 3 classes.
 
+    :param norm: The ground norm.
     :param world_size: The number of ranks evaluating together (1: this process alone).
     """
     notes = []
@@ -131,11 +137,9 @@ def _notes(classifier: PyTorchClassifier, names: Sequence[str], s: EvaluationSet
             notes.append(f"{name} {getattr(s, name)!r} needs at least 3 classes; used 'ce' instead.")
             setattr(s, name, "ce")
     if "autoattack" in names:
-        losses = autoattack_losses(classifier, s)
-        iters = s.autoattack_max_iter or s.max_iter
-        notes.append(f"AutoAttack = ART AutoAttack with {' + '.join('APGD-' + x.upper() for x in losses)} only, "
-                     f"{iters} iterations, {s.autoattack_restarts} restart(s) each (the standard version adds "
-                     "FAB and Square and runs 100 iterations × 5 restarts).")
+        notes.append(autoattack_note(s.autoattack_version, s.autoattack_max_iter, norm, classifier.nb_classes))
+    if "apgd-art" in names:
+        notes.append(apgd_art_note(classifier, s))
     notes.append("Pointwise attacks use ε = δ, inside the W_p ball of radius δ; R^u uses the lowest accuracy of all "
                  "attacks run; R^l is a first-order estimate, not a certificate.")
     if world_size > 1:
@@ -193,7 +197,7 @@ class _Run:
             x_adv, seconds = self.x, 0.0
         else:
             attack = build_attack(name, self.classifier, budget, p=self.p, norm=self.norm, settings=self.settings,
-                                  process_group=self.process_group)
+                                  process_group=self.process_group, seed=self.seed)
             x_adv, seconds = time_attack(attack, self.x, self.y, self.seed)
             self._keep_flip_costs(attack, budget)
         delta = torch.from_numpy(x_adv.astype(np.float64) - self.x).to(device_of(self.classifier))
@@ -250,8 +254,9 @@ def evaluate(classifier: PyTorchClassifier, x: np.ndarray, y: np.ndarray, budget
              meta: Mapping[str, Any] | None = None, process_group: ProcessGroupLike = None) -> EvaluationResult:
     """Evaluate ``classifier`` on (x, y) against pointwise and distributional attacks at each budget.
 
-    Per budget: clean accuracy; ART ``ProjectedGradientDescent`` and ART ``AutoAttack`` (APGD-CE + APGD-DLR)
-    accuracy at ε = budget; W-PGD, W-PGD-Budget (loss ReDLR) and W-AutoAttack accuracy at δ = budget under
+    Per budget: clean accuracy; ART ``ProjectedGradientDescent``, AutoAttack (the ``autoattack`` package,
+    ``settings.autoattack_version``) and, on request, "APGD (ART)" (ART's APGD-CE + APGD-DLR) accuracy at
+    ε = budget; W-PGD, W-PGD-Budget (loss ReDLR) and W-AutoAttack accuracy at δ = budget under
     (p, norm); R^u (lowest accuracy of all / A) and R^l (one W-FGSM step); the wall time of each. When
     W-AutoAttack runs, its flip costs (they do not depend on δ: the first run's are kept) also give
     ``result.curve``: the knapsack's exact accuracy against the budget for p ∈ {1, 2, inf} and ``p``
@@ -264,7 +269,8 @@ def evaluate(classifier: PyTorchClassifier, x: np.ndarray, y: np.ndarray, budget
     :param budgets: One budget or several (≥ 0); 0 reports clean accuracy for every attack.
     :param p: Wasserstein order of the distributional attacks and of the bounds, in [1, inf].
     :param norm: Ground norm, inf or 2 (the pointwise attacks use it too).
-    :param attacks: A subset of :data:`ATTACKS` (sequence or comma-separated string).
+    :param attacks: A subset of :data:`~art_wdat.evaluation.registry.ALL_ATTACKS` (sequence or comma-separated
+                    string); default :data:`ATTACKS` (all but "apgd-art").
     :param max_iter: Overrides ``settings.max_iter``.
     :param batch_size: Overrides ``settings.batch_size``.
     :param seed: Every attack run starts from this seed (None: unseeded).
@@ -282,7 +288,7 @@ def evaluate(classifier: PyTorchClassifier, x: np.ndarray, y: np.ndarray, budget
     p_value, norm_value = _check_threat(p, norm)
     x, labels = _check_data(classifier, x, y)
     run = _Run(classifier, x, labels, p_value, norm_value, settings, seed, process_group)
-    notes = _notes(classifier, names, settings, run.reducer.world_size)
+    notes = _notes(classifier, names, settings, norm_value, run.reducer.world_size)
     stats, metrics_seconds = run.clean_statistics()
     if stats.w0_source == "undefined":
         notes.append("No clean input is misclassified and W(0) is undefined for this loss: R^l is NaN.")

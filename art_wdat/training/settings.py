@@ -55,6 +55,7 @@ class TRADESSettings(ThreatKeywords, Trainer):
         inner_loss: InnerLoss = "rekl",
         sensitivity_weight: float = 0.0,
         process_group: ProcessGroupLike = None,
+        allow_large_eps: bool = False,
     ) -> None:
         """
         :param classifier: An ART ``PyTorchClassifier`` with an optimizer; trained in place.
@@ -102,6 +103,9 @@ class TRADESSettings(ThreatKeywords, Trainer):
                               gradients of every parameter trainable when it was built). The fine-tuning protocol's
                               result and the shuffling seed are taken from the first rank; rank 0 writes the
                               checkpoints.
+        :param allow_large_eps: Accept an ``eps`` beyond the box ``clip_values`` (ℓ∞: half its range; ℓ2, ℓ1: its
+                                diameter), which is refused by default as a budget on the wrong scale (8 for 8/255).
+        :raises ValueError: also when the model does not return ``nb_classes`` outputs (one forward pass here).
         """
         super().__init__(classifier)
         self.eps, self.p, self.norm, self.beta = eps, p, norm, beta
@@ -109,10 +113,11 @@ class TRADESSettings(ThreatKeywords, Trainer):
         self.finetune, self.weight_noise, self.last_layer = finetune, weight_noise, last_layer
         self.freeze_except_last, self.amp, self.kl_start_std = freeze_except_last, amp, kl_start_std
         self.eval_max_iter, self.inner_loss, self.sensitivity_weight = eval_max_iter, inner_loss, sensitivity_weight
-        self.process_group = process_group
+        self.process_group, self.allow_large_eps = process_group, allow_large_eps
         #: The history, shuffling generator and frozen blocks of the epoch loop (:attr:`history` is its history).
         self._state = RunState()
         self._check_params()
+        est.check_nb_classes(classifier, type(self).__name__)
         # After the checks (they need a PyTorchClassifier). The inner maximisation's forward never goes through a
         # DDP wrapper (input-only gradients); the outer step's does, so that DDP averages the gradients.
         self._forward_fn = est.forward_fn(classifier)
@@ -124,6 +129,7 @@ class TRADESSettings(ThreatKeywords, Trainer):
         if self._classifier.optimizer is None:
             raise ValueError("`classifier` has no optimizer; pass one to PyTorchClassifier(optimizer=...).")
         self.check_threat()
+        self.check_eps_plausible(self._classifier.clip_values, self._classifier.input_shape)
         if self.method not in STEP_METHODS:
             raise ValueError(f"`method` of the inner maximisation must be one of {STEP_METHODS}, got {self.method!r}.")
         check_number("beta", self.beta, low=0.0)

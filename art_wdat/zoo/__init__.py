@@ -8,6 +8,9 @@
 * :func:`save_checkpoint_model` / :func:`load_local_checkpoint` (:mod:`~art_wdat.zoo.local`): a single-file
   checkpoint holding only tensors and plain python values, read back with ``torch.load(..., weights_only=True)``
   so that loading a checkpoint never executes code.
+* :func:`~art_wdat.zoo.user.load_user_module` / :func:`~art_wdat.zoo.user.wrap_user_module`
+  (:mod:`~art_wdat.zoo.user`): the user's own model files: ``FILE.py:FACTORY`` plus a state_dict, TorchScript,
+  ``torch.export``.
 
 This package is also served under the module path of earlier releases, ``art_wdat.models``.
 """

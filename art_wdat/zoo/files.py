@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +19,13 @@ class ModelUnavailableError(OSError, RuntimeError):
     """
 
 
+#: Terminal colour codes, which torch puts in some messages (e.g. a refused pickle) and a one-line error must not.
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
 def first_line(err: BaseException) -> str:
-    """The first line of ``err``'s message (at most 300 characters), for this subpackage's one-line errors."""
-    return error_line(err, first_line_only=True, limit=300)
+    """The first line of ``err``'s message (at most 300 characters, no colour codes), for one-line errors."""
+    return ANSI_ESCAPE.sub("", error_line(err, first_line_only=True, limit=300))
 
 
 def typed_first_line(err: BaseException) -> str:

@@ -30,7 +30,7 @@ CHECKPOINT_FORMAT = "art_wdat.checkpoint"
 CHECKPOINT_VERSION = 1
 
 
-def _plain(value: Any, key: str) -> Any:
+def plain_value(value: Any, key: str) -> Any:
     """``value`` as plain python types (lists, dicts, numbers, str, bool, None), or TypeError naming ``key``.
 
     ``torch.load(weights_only=True)`` refuses numpy arrays and arbitrary objects, so convert or refuse
@@ -44,16 +44,16 @@ def _plain(value: Any, key: str) -> Any:
     if isinstance(value, (np.ndarray, torch.Tensor)) and value.ndim == 0:
         return value.item()
     if isinstance(value, (np.ndarray, torch.Tensor)):
-        return [_plain(v, key) for v in value.tolist()]
+        return [plain_value(v, key) for v in value.tolist()]
     if isinstance(value, Mapping):
         out = {}
         for k, v in value.items():
             if not isinstance(k, str):
                 raise TypeError(f"{key} keys must be str, got {k!r}")
-            out[k] = _plain(v, f"{key}.{k}")
+            out[k] = plain_value(v, f"{key}.{k}")
         return out
     if isinstance(value, (list, tuple)):
-        return [_plain(v, key) for v in value]
+        return [plain_value(v, key) for v in value]
     raise TypeError(f"{key} must hold only plain python values, got {type(value).__name__}")
 
 
@@ -92,7 +92,7 @@ def _arch_spec(
         normalise_rb_names(kwargs["dataset"], kwargs["threat_model"])
     else:
         raise ValueError(f"unknown architecture {name!r} in model_name_or_arch; known: SmallCNN, rb:<robustbench name>")
-    return {"name": name, "kwargs": _plain(kwargs, "arch.kwargs")}
+    return {"name": name, "kwargs": plain_value(kwargs, "arch.kwargs")}
 
 
 def _check_fits(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
@@ -153,8 +153,8 @@ def save_checkpoint_model(
         "arch": _arch_spec(model_name_or_arch, meta, state_dict),
         "state_dict": {k: v.detach().cpu().clone() for k, v in state_dict.items()},
         **fields,
-        "preprocessing": _plain(meta.get("preprocessing"), "meta['preprocessing']"),
-        "extra": _plain(meta.get("extra", {}), "meta['extra']"),
+        "preprocessing": plain_value(meta.get("preprocessing"), "meta['preprocessing']"),
+        "extra": plain_value(meta.get("extra", {}), "meta['extra']"),
     }
     return save_checkpoint(payload, path)
 

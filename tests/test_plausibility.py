@@ -1,0 +1,127 @@
+"""Plausibility checks: a budget on the wrong scale, a wrong ``nb_classes``, data that does not fit the model.
+
+Each is refused with a message that names the parameter, before any attack or training runs; a huge budget is
+accepted when the caller opts in with ``allow_large_eps=True``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from art_wdat import cli
+from art_wdat.attacks.spec import check_eps_scale, eps_limit
+from art_wdat.attacks.wasserstein import WassersteinDistributionalAttack
+from art_wdat.training.trainer import WassersteinTRADESTrainer
+from tests.conftest import digits_cnn, wrap
+
+
+def classifier(nb_classes: int = 10, clip=(0.0, 1.0)):
+    model = digits_cnn()
+    return wrap(model, nb_classes=nb_classes, optimizer=torch.optim.Adam(model.parameters()),
+                **({} if clip == (0.0, 1.0) else {"clip_values": clip}))
+
+
+def test_limits_per_norm():
+    shape = (1, 8, 8)  # d = 64
+    assert eps_limit(math.inf, (0.0, 1.0), shape)[0] == 0.5
+    assert eps_limit(2.0, (0.0, 1.0), shape)[0] == pytest.approx(8.0)
+    assert eps_limit(1.0, (0.0, 1.0), shape)[0] == 64.0
+    assert eps_limit(math.inf, (-1.0, 1.0), shape)[0] == 1.0
+    # Per-feature bounds (tabular data): the box's own diameter.
+    assert eps_limit(2.0, (np.zeros(3), np.array([1.0, 2.0, 2.0])), (3,))[0] == pytest.approx(3.0)
+    check_eps_scale(100.0, "inf", None, shape)  # no box: nothing to judge
+
+
+@pytest.mark.parametrize("norm, eps, limit", [(np.inf, 8.0, "0.5"), (2, 9.0, "8"), (1, 65.0, "64")])
+def test_attack_refuses_a_budget_on_the_wrong_scale(norm, eps, limit):
+    clf = classifier()
+    with pytest.raises(ValueError, match=rf"`eps`={eps:g} is larger than {limit}\b.*8/255.*allow_large_eps=True"):
+        WassersteinDistributionalAttack(clf, eps=eps, norm=norm, verbose=False)
+    attack = WassersteinDistributionalAttack(clf, eps=eps, norm=norm, verbose=False, allow_large_eps=True)
+    x = np.random.default_rng(0).random((4, 1, 8, 8), dtype=np.float32)
+    assert attack.generate(x).shape == x.shape
+    # ART's set_params checks the new values too.
+    small = WassersteinDistributionalAttack(clf, eps=8 / 255, norm=norm, max_iter=1, verbose=False)
+    with pytest.raises(ValueError, match="`eps`"):
+        small.set_params(eps=eps)
+
+
+def test_trainer_refuses_a_budget_on_the_wrong_scale():
+    clf = classifier()
+    with pytest.raises(ValueError, match=r"`eps`=8 is larger than 0.5.*allow_large_eps"):
+        WassersteinTRADESTrainer(clf, eps=8)
+    WassersteinTRADESTrainer(clf, eps=8, allow_large_eps=True)
+    with pytest.raises(TypeError, match="allow_large_eps"):
+        WassersteinTRADESTrainer(clf, eps=0.1, allow_large_eps="yes")
+
+
+def test_nb_classes_must_be_the_model_outputs():
+    clf = classifier(nb_classes=20)
+    for build in (lambda: WassersteinDistributionalAttack(clf, eps=0.1, verbose=False),
+                  lambda: WassersteinTRADESTrainer(clf, eps=0.1)):
+        with pytest.raises(ValueError, match=r"`nb_classes`=20 but its model returns 10 outputs"):
+            build()
+
+
+def test_nb_classes_check_leaves_rng_and_mode_alone():
+    clf = classifier()
+    clf.model.train()
+    torch.manual_seed(3)
+    WassersteinDistributionalAttack(clf, eps=0.1, verbose=False)
+    after = torch.rand(1)
+    torch.manual_seed(3)
+    assert torch.equal(after, torch.rand(1)) and clf.model.training
+
+
+# -- the command line ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def npz(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "digits_like.npz"
+    np.savez(path, x_test=rng.random((8, 1, 8, 8), dtype=np.float32), y_test=rng.integers(0, 10, 8),
+             x_train=rng.random((8, 1, 8, 8), dtype=np.float32), y_train=rng.integers(0, 10, 8))
+    cifar = tmp_path / "cifar_like.npz"
+    np.savez(cifar, x_test=np.zeros((4, 3, 32, 32), np.float32), y_test=np.zeros(4, int),
+             x_train=np.zeros((4, 3, 32, 32), np.float32), y_train=np.zeros(4, int))
+    return path, cifar
+
+
+def one_line_error(argv, capsys) -> str:
+    code = cli.main([*argv, "--threads", "1", "-q"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    return err
+
+
+def test_cli_refuses_a_budget_on_the_wrong_scale(npz, tmp_path, capsys):
+    data, _ = npz
+    err = one_line_error(["evaluate", "--model", str(_checkpoint(tmp_path)), "--dataset", f"npz:{data}",
+                          "--eps", "2/255,8", "--attacks", "wpgd"], capsys)
+    assert "--eps=8 is larger than 0.5" in err and "8/255" in err
+    err = one_line_error(["finetune", "--model", str(_checkpoint(tmp_path)), "--dataset", f"npz:{data}",
+                          "--eps", "8", "--out", str(tmp_path / "out.pt")], capsys)
+    assert "--eps=8 is larger than 0.5" in err and not (tmp_path / "out.pt").exists()
+
+
+def test_cli_checks_shapes_before_training_the_demo_model(npz, tmp_path, capsys, monkeypatch):
+    from art_wdat.cli import demo
+
+    _, cifar = npz
+    monkeypatch.setattr(demo, "train_demo_model", lambda *a, **k: pytest.fail("the demo model was trained"))
+    for command in (["evaluate"], ["finetune", "--out", str(tmp_path / "out.pt")]):
+        err = one_line_error([*command, "--model", "demo", "--dataset", f"npz:{cifar}"], capsys)
+        assert "expects inputs of shape (1, 8, 8)" in err and "(3, 32, 32)" in err
+
+
+def _checkpoint(tmp_path):
+    from art_wdat.zoo import SmallCNN, save_checkpoint_model
+
+    model = SmallCNN(1, 10, 8, width=4)
+    return save_checkpoint_model(tmp_path / "ckpt.pt", model, model.state_dict(),
+                                 {"input_shape": [1, 8, 8], "nb_classes": 10})
