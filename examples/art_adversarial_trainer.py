@@ -1,7 +1,10 @@
 """The Wasserstein attack as the data-augmenting attack of ART's generic ``AdversarialTrainer``.
 
-    python examples/art_adversarial_trainer.py              # digits, offline, ~10 s on 2 cores
+    python examples/art_adversarial_trainer.py --threads 1  # digits, offline
     python examples/art_adversarial_trainer.py --quick      # seconds: what tests/test_examples.py runs
+
+Measured on the project's shared 2-core CPU machine: 13 s with ``--threads 1``, 151 s with the default (its 2
+physical cores), which oversubscribes a CPU that other jobs use as well.
 
 A SmallCNN is trained plainly for a few epochs, then adversarially by
 ``art.defences.trainer.AdversarialTrainer(classifier, attacks=WassersteinDistributionalAttack(...), ratio=0.5)``.
@@ -38,6 +41,7 @@ import torch
 from art.defences.trainer import AdversarialTrainer
 
 from art_wdat import WassersteinDistributionalAttack
+from art_wdat.cli.threads import add_threads_argument, set_threads
 from art_wdat.zoo import SmallCNN, make_classifier
 from art_wdat.zoo.data import load_digits_split
 
@@ -55,6 +59,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="a few hundred inputs, 1 epoch each (for tests)")
+    add_threads_argument(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.pretrain_epochs, args.epochs, args.train_iter, args.eval_iter = 3, 1, 2, 3
@@ -75,6 +80,7 @@ def accuracy(clf, x: np.ndarray, y: np.ndarray) -> float:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, tuple[float, float]]:
     args = parse_args(argv)
+    set_threads(args.threads)
     np.random.seed(args.seed)  # AdversarialTrainer shuffles and picks the adversarial share with numpy
     torch.manual_seed(args.seed)
     x_train, y_train, x_test, y_test = load_digits_split()

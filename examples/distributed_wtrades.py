@@ -29,6 +29,7 @@ from art.data_generators import PyTorchDataGenerator
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from art_wdat import WassersteinTRADESTrainer, distributed
+from art_wdat.cli.threads import add_threads_argument, set_threads
 from art_wdat.zoo import SmallCNN, make_classifier
 from art_wdat.zoo.data import load_digits_split
 
@@ -40,7 +41,9 @@ def main(argv=None) -> list:
     parser.add_argument("--eps", type=float, default=0.1)
     parser.add_argument("--out", default=None, help="checkpoint folder (rank 0 writes)")
     parser.add_argument("--quick", action="store_true")
+    add_threads_argument(parser)
     args = parser.parse_args(argv)
+    set_threads(args.threads)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     with distributed.launched(distributed.backend_for(device)) as (world, rank):
         x, y, _, _ = load_digits_split()

@@ -41,6 +41,7 @@ import torch
 from art.attacks.evasion import AutoAttack, AutoProjectedGradientDescent
 
 from art_wdat import WassersteinDistributionalAttack
+from art_wdat.cli.threads import add_threads_argument, set_threads
 from art_wdat.training.trainer import WassersteinTRADESTrainer
 from art_wdat.zoo import (
     build_zoo_architecture,
@@ -75,6 +76,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="random-weight model, 4 random images (for tests)")
+    add_threads_argument(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.n_train = args.n_eval = 4
@@ -152,6 +154,7 @@ def markdown(results: dict[str, dict[str, float]], eps_text: str, p: float) -> s
 
 def main(argv: Sequence[str] | None = None) -> dict:
     args = parse_args(argv)
+    set_threads(args.threads)
     eps = float(Fraction(args.eps))
     x_train, y_train, x_test, y_test = load_data(args)
     with quick_model_dir(args.model) if args.quick else contextlib.nullcontext(args.model_dir) as model_dir:

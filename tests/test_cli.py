@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from art_wdat import cli
+from art_wdat.cli import commands, threads
 from art_wdat.cli.demo import DemoReport
 from art_wdat.zoo import SmallCNN, save_checkpoint_model
 
@@ -55,6 +56,66 @@ def test_import_is_light_and_module_entry_point():
     bad = subprocess.run([sys.executable, "-m", "art_wdat", "evaluate", "--model", "x", "--dataset", "digits",
                           "--eps", "8/two"], capture_output=True, text=True)
     assert_one_line_error(bad.returncode, bad.stderr, "--eps", "8/two")
+
+
+def test_norm_one_is_accepted_like_the_api():
+    parser = cli.build_parser()
+    for command in (["evaluate"], ["finetune", "--out", "x.pt"]):
+        args = parser.parse_args([*command, "--model", "m.pt", "--dataset", "digits", "--norm", "1"])
+        assert args.norm == 1.0
+
+
+# -- threads -------------------------------------------------------------------------------------------
+
+#: Two sockets of two cores, each core with two hyper-threads: 8 logical CPUs, 4 physical cores.
+CPUINFO = "\n\n".join(f"processor\t: {cpu}\nphysical id\t: {cpu // 4}\ncore id\t\t: {cpu % 4 // 2}\n"
+                      for cpu in range(8))
+
+
+def test_physical_cores_count_each_core_once_within_the_affinity_mask(tmp_path):
+    assert threads._cores_in_cpuinfo(None, CPUINFO) == 4
+    assert threads._cores_in_cpuinfo({0, 1, 2}, CPUINFO) == 2  # CPUs 0 and 1 are one core's two threads
+    assert threads._cores_in_cpuinfo(None, "processor : 0\nmodel name : arm\n") is None  # no core ids
+    quota = tmp_path / "cpu.max"
+    for text, cpus in (("max 100000", None), ("150000 100000", 2), ("50000 100000", 1), ("junk", None)):
+        quota.write_text(text)
+        assert threads._cpu_quota(quota) == cpus
+    assert threads._cpu_quota(tmp_path / "absent") is None
+    assert threads.physical_cores() >= 1
+
+
+def test_default_threads_share_the_cores_among_local_ranks(monkeypatch):
+    monkeypatch.setattr(threads, "physical_cores", lambda: 8)
+    for local, expected in ((None, 8), ("2", 4), ("3", 2), ("16", 1), ("bad", 8)):
+        if local is None:
+            monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+        else:
+            monkeypatch.setenv("LOCAL_WORLD_SIZE", local)
+        assert threads.default_threads() == expected
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setattr(threads, "physical_cores", lambda: 1)
+        assert threads.set_threads() == 1 and torch.get_num_threads() == 1
+        assert threads.set_threads(2) == 2 and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_every_command_has_threads_defaulting_to_the_physical_cores(monkeypatch):
+    parser = cli.build_parser()
+    for command in (["demo"], ["evaluate", "--model", "m.pt", "--dataset", "digits"],
+                    ["finetune", "--model", "m.pt", "--dataset", "digits", "--out", "x.pt"]):
+        assert parser.parse_args(command).threads is None  # None: the command applies its default
+        assert parser.parse_args([*command, "--threads", "3"]).threads == 3
+    code = cli.main(["evaluate", "--model", "m.pt", "--dataset", "digits", "--threads", "0"])
+    assert code == 2
+    applied = []
+    monkeypatch.setattr(commands, "set_threads", applied.append)
+    args = parser.parse_args(["finetune", "--model", "no-such.pt", "--dataset", "digits", "--out", "x.pt"])
+    with pytest.raises(FileNotFoundError):
+        commands.cmd_finetune(args)
+    assert applied == [None]  # None: set_threads' default, the physical cores
 
 
 # -- the demo ------------------------------------------------------------------------------------------

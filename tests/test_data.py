@@ -171,6 +171,14 @@ def test_missing_cifar_names_the_folder_and_data_dir(tmp_path: Path, loader: obj
     assert "--data-dir" in message and str(tmp_path / folder) in message and "\n" not in message
 
 
+def test_missing_cifar_says_how_to_download_without_the_api(tmp_path: Path) -> None:
+    # The CLI has no download option: the message gives a command that works from a shell as well.
+    with pytest.raises(FileNotFoundError) as info:
+        load_cifar10(tmp_path)
+    message = str(info.value)
+    assert f"torchvision.datasets.CIFAR10('{tmp_path}', download=True)" in message and "python -c" in message
+
+
 def test_load_dataset_cifar_uses_data_dir(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="--data-dir"):
         load_dataset("cifar10", data_dir=tmp_path)

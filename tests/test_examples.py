@@ -70,7 +70,24 @@ def _check_robustbench_finetune(results: dict) -> None:
         assert set(results[name]) == {"clean", "autoattack", "wpgd"}
 
 
+def _check_wtrades_finetune(results: dict) -> None:
+    # The quick model is trained: not one constant 0.1172 in every cell (a model that predicts one class).
+    cells = [results[name][key] for name in ("pretrained", "wtrades_p2", "trades_control")
+             for key in ("clean", "autoattack", "wpgd")]
+    assert results["pretrained"]["clean"] > 0.5 and len(set(cells)) > 1
+    for name in ("pretrained", "wtrades_p2", "trades_control"):
+        assert results[name]["wpgd"] < results[name]["clean"]
+
+
+def _check_distributed_attack(results: dict) -> None:
+    # A trained model on real digits: the attack lowers the accuracy (not "1.000 -> 1.000").
+    assert 0.5 < results["clean"] <= 1.0 and results["robust"] < results["clean"]
+    assert results["cost"] <= 0.1 * (1 + 1e-6)
+
+
 CHECKS: dict[str, Callable] = {
+    "wtrades_finetune": _check_wtrades_finetune,
+    "distributed_attack": _check_distributed_attack,
     "art_side_by_side": _check_art_side_by_side,
     "art_adversarial_trainer": _check_adversarial_trainer,
     "robustbench_finetune": _check_robustbench_finetune,

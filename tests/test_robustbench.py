@@ -236,6 +236,24 @@ def test_failed_download_says_where_to_put_the_checkpoint(tmp_path: Path, monkey
     assert "offline" in message and "\n" not in message
 
 
+def test_failed_load_leaves_no_empty_model_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rb = import_robustbench()
+
+    def offline(*_args: object, **_kwargs: object) -> None:
+        raise ConnectionError("Failed to resolve 'drive.google.com'")
+
+    monkeypatch.setattr(rb.utils, "download_gdrive_new", offline)
+    with pytest.raises(ModelUnavailableError):
+        load_robustbench(SMALL_ZOO_NAME, model_dir=tmp_path / "models")
+    assert not (tmp_path / "models").exists()  # robustbench made models/cifar10/Linf; we removed what we made
+    kept = tmp_path / "kept"
+    (kept / "cifar10").mkdir(parents=True)
+    (kept / "cifar10" / "other.pt").write_bytes(b"x")
+    with pytest.raises(ModelUnavailableError):
+        load_robustbench(SMALL_ZOO_NAME, model_dir=kept)
+    assert sorted(p.name for p in kept.rglob("*")) == ["cifar10", "other.pt"]  # existing folders and files stay
+
+
 def test_unreadable_checkpoint_is_reported(tmp_path: Path) -> None:
     path = robustbench_checkpoint_path(SMALL_ZOO_NAME, model_dir=tmp_path)
     path.parent.mkdir(parents=True)

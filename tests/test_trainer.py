@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import stat
 
 import numpy as np
 import pytest
@@ -17,7 +19,7 @@ import torch.nn.functional as F
 from art.estimators.classification import PyTorchClassifier
 
 from art_wdat.attacks.wasserstein import WassersteinDistributionalAttack
-from art_wdat.training.checkpoint import LAST
+from art_wdat.training.checkpoint import LAST, current_umask, save_checkpoint
 from art_wdat.training.trainer import WassersteinTRADESTrainer
 from art_wdat.zoo import SmallCNN
 from art_wdat.zoo.data import load_digits_split
@@ -309,6 +311,18 @@ def test_checkpoint_holds_plain_values_only(digits, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == [LAST]  # no temp file left behind
     for a, b in zip(state["model"].values(), trainer.get_classifier().model.state_dict().values()):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_checkpoint_file_mode_follows_the_umask(tmp_path, umask):
+    # mkstemp's private 0600 made checkpoints unreadable to the group; now they are ordinary files.
+    old = os.umask(umask)
+    try:
+        path = save_checkpoint({"w": torch.ones(2)}, tmp_path / "c.pt")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+    assert current_umask() == old
 
 
 def test_resume_without_a_checkpoint_starts_afresh(digits, tmp_path, caplog):

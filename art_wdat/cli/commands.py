@@ -16,21 +16,15 @@ from typing import TYPE_CHECKING
 
 from art_wdat.cli import loading
 from art_wdat.cli.parser import DEFAULT_BUDGETS, DEFAULT_IMAGE_BUDGETS, PROG, parse_budgets
+from art_wdat.cli.threads import set_threads
 
 if TYPE_CHECKING:
     from art_wdat.evaluation import EvaluationResult
     from art_wdat.training.trainer import WassersteinTRADESTrainer
 
 
-def _set_threads(n: int | None) -> None:
-    if n is not None:
-        import torch
-
-        torch.set_num_threads(n)
-
-
 def _threads_for(args: argparse.Namespace) -> int | None:
-    """--threads, else 1 for the tiny demo model (as ``demo`` does), else torch's default."""
+    """--threads, else 1 for the tiny demo model (as ``demo`` does), else None: the physical cores."""
     if args.threads is not None:
         return args.threads
     return 1 if args.model == loading.DEMO_MODEL else None
@@ -40,7 +34,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """``art-wdat demo``: the offline main job."""
     from art_wdat.cli.demo import run_demo
 
-    _set_threads(args.threads if args.threads is not None else 1)
+    set_threads(args.threads if args.threads is not None else 1)
     report = run_demo(args.out, seed=args.seed, quick=args.quick, verbose=not args.quiet, echo=print)
     print()
     print(f"Before (TRADES) / after (W-TRADES fine-tune, p = {report.config['finetune_p']:g}), "
@@ -56,7 +50,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from art_wdat import distributed
     from art_wdat.evaluation import EvaluationSettings, evaluate, parse_attacks
 
-    _set_threads(_threads_for(args))
+    set_threads(_threads_for(args))
     attacks = parse_attacks(args.attacks)
     if not attacks:
         raise ValueError("--attacks names no attack")
@@ -99,7 +93,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     """``art-wdat finetune``: W-TRADES fine-tuning to a checkpoint."""
     from art_wdat import distributed
 
-    _set_threads(_threads_for(args))
+    set_threads(_threads_for(args))
     out = Path(args.out)
     if out.is_dir():
         raise ValueError(f"--out must be a checkpoint file, {out} is a folder")

@@ -14,6 +14,7 @@ from fractions import Fraction
 from functools import partial
 from typing import Any
 
+from art_wdat.cli.threads import THREADS_DEFAULT
 from art_wdat.validation import check_int, check_number
 
 PROG = "art-wdat"
@@ -63,9 +64,10 @@ def _integer(text: str) -> int:
 
 
 def _norm(text: str) -> float:
+    # The ground norms of the API (art_wdat.core.threat.SUPPORTED_NORMS), not imported: --help loads no torch.
     value = parse_number(text)
-    if value not in (2.0, math.inf):
-        raise ValueError(f"must be inf or 2, got {text!r}")
+    if value not in (1.0, 2.0, math.inf):
+        raise ValueError(f"must be inf, 2 or 1, got {text!r}")
     return value
 
 
@@ -115,8 +117,8 @@ class _Parser(argparse.ArgumentParser):
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=_arg_type(int, "--seed"), default=0, help="seed of everything random (0)")
     parser.add_argument("--threads", type=_arg_type(_integer, "--threads", _AT_LEAST_ONE), default=None,
-                        help="torch CPU threads (default: torch's own; the demo uses 1, which is fastest for its "
-                             "tiny model and keeps its numbers identical run to run)")
+                        help=f"torch CPU threads (default: {THREADS_DEFAULT}; the demo and --model demo use 1, which "
+                             "is fastest for their tiny model and keeps their numbers identical run to run)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress messages (INFO)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
@@ -146,7 +148,8 @@ def _model_args(parser: argparse.ArgumentParser) -> None:
                         help="inputs per forward/backward pass (128); under torchrun, per rank")
     parser.add_argument("--p", type=_arg_type(parse_number, "--p", _ORDER), default=2.0,
                         help="Wasserstein order p in [1, inf] (2)")
-    parser.add_argument("--norm", type=_arg_type(_norm, "--norm"), default=math.inf, help="ground norm: inf or 2 (inf)")
+    parser.add_argument("--norm", type=_arg_type(_norm, "--norm"), default=math.inf,
+                        help="ground norm: inf, 2 or 1 (inf)")
     parser.add_argument("--max-iter", type=_arg_type(_integer, "--max-iter", _AT_LEAST_ONE), default=None,
                         help="attack iterations (evaluate: 20; finetune: inner steps, 10)")
 

@@ -39,6 +39,8 @@ def save_checkpoint(state: dict, path: PathLike) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp makes the file private (0600); a checkpoint is an ordinary output file, readable as the umask says.
+        os.chmod(tmp, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as handle:
             torch.save(state, handle)
             handle.flush()
@@ -51,6 +53,17 @@ def save_checkpoint(state: dict, path: PathLike) -> Path:
     _fsync_dir(path.parent)
     logger.debug("Saved checkpoint %s", path)
     return path
+
+
+def current_umask() -> int:
+    """The process's umask: read from /proc on Linux, else set and restored at once (no other way to read it)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(folder: Path) -> None:

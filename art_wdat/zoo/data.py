@@ -88,7 +88,9 @@ def _load_torchvision_cifar(
         # torchvision's "Dataset not found or corrupted"; its hint (download=True) is useless offline.
         raise FileNotFoundError(
             f"{kind} not found in {root} (expected {root / cls.base_folder}); "
-            f"pass --data-dir pointing to the folder that holds {cls.base_folder}, or download it with download=True"
+            f"pass --data-dir pointing to the folder that holds {cls.base_folder}, or download it once with "
+            f"python -c \"import torchvision; torchvision.datasets.{cls.__name__}('{root}', download=True)\" "
+            f"(in Python: download=True)"
         ) from err
     except OSError as err:
         raise FileNotFoundError(

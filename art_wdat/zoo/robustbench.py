@@ -184,12 +184,41 @@ def _robustbench_load_model(
     files = [Path(f"{path}_m{i}.pt") for i in range(n_members)] if n_members else [path]
     existed = all(f.is_file() for f in files)
     where = str(path) if not n_members else f"{files[0]} ... {files[-1].name}"
+    created = _missing_folders(Path(model_dir), path.parent)
     stdout = io.StringIO()
+    try:
+        return _call_load_model(rb, name, dataset, threat_model, model_dir, stdout, where=where, existed=existed)
+    except BaseException:
+        # robustbench creates <model_dir>/<dataset>/<threat_model> before it downloads: a failed load should not
+        # leave an empty models/ folder behind. Only folders that did not exist, and only while empty.
+        _remove_empty(created)
+        raise
+    finally:
+        for line in stdout.getvalue().splitlines():
+            logger.info("robustbench: %s", line)
+
+
+def _missing_folders(top: Path, folder: Path) -> list[Path]:
+    """The folders from ``top`` down to ``folder`` that do not exist yet, deepest first."""
+    missing = [f for f in (folder, *folder.parents) if f == top or top in f.parents]
+    return [f for f in missing if not f.exists()]
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove each of ``folders`` (deepest first) that is empty; leave anything with a file in it."""
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
+def _call_load_model(rb: Any, name: str, dataset: str, threat_model: str, model_dir: PathLike,
+                     stdout: io.StringIO, *, where: str, existed: bool) -> nn.Module:
+    """``robustbench.utils.load_model``, its output to ``stdout``, its failures as one-line errors."""
     try:
         # robustbench reports downloads with print(); route that to logging instead of our stdout.
         with contextlib.redirect_stdout(stdout):
-            model = rb.utils.load_model(model_name=name, model_dir=str(model_dir), dataset=dataset,
-                                        threat_model=threat_model)
+            return rb.utils.load_model(model_name=name, model_dir=str(model_dir), dataset=dataset,
+                                       threat_model=threat_model)
     except ValueError as err:
         # The name was validated already: this is robustbench refusing the entry (e.g. no gdrive_id).
         raise ValueError(f"RobustBench cannot load {name!r} for {dataset}/{threat_model}: {first_line(err)}") from err
@@ -201,10 +230,6 @@ def _robustbench_load_model(
         raise ModelUnavailableError(
             f"RobustBench model {name!r}: {what} {where} ({typed_first_line(err)})"
         ) from err
-    finally:
-        for line in stdout.getvalue().splitlines():
-            logger.info("robustbench: %s", line)
-    return model
 
 
 def build_zoo_architecture(name: str, dataset: str, threat_model: str) -> nn.Module:
