@@ -109,6 +109,20 @@ def test_cli_refuses_a_budget_on_the_wrong_scale(npz, tmp_path, capsys):
     assert "--eps=8 is larger than 0.5" in err and not (tmp_path / "out.pt").exists()
 
 
+def test_cli_opt_in_lets_a_large_budget_through(npz, tmp_path, capsys):
+    from art_wdat import cli
+
+    data, _ = npz
+    out = tmp_path / "large"
+    code = cli.main(["evaluate", "--model", str(_checkpoint(tmp_path)), "--dataset", f"npz:{data}", "--eps", "0.8",
+                     "--attacks", "wpgd", "--max-iter", "2", "--n-samples", "8", "--allow-large-eps", "--quiet",
+                     "--out", str(out)])
+    assert code == 0 and (out / "report.json").is_file()
+    assert "0.8" in (out / "report.md").read_text()
+    assert "--allow-large-eps" in one_line_error(["evaluate", "--model", str(_checkpoint(tmp_path)), "--dataset",
+                                                  f"npz:{data}", "--eps", "0.8", "--attacks", "wpgd"], capsys)
+
+
 def test_cli_checks_shapes_before_training_the_demo_model(npz, tmp_path, capsys, monkeypatch):
     from art_wdat.cli import demo
 

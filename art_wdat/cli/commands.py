@@ -59,11 +59,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     loading.check_model_spec(args.model)
     settings = EvaluationSettings(max_iter=args.max_iter or 20, batch_size=args.batch_size,
                                   autoattack_version=args.autoattack_version, autoattack_max_iter=args.aa_iter,
-                                  apgd_art_max_iter=args.apgd_iter, apgd_art_restarts=args.apgd_restarts)
+                                  apgd_art_max_iter=args.apgd_iter, apgd_art_restarts=args.apgd_restarts,
+                                  allow_large_eps=args.allow_large_eps)
     with distributed.launched(distributed.backend_for(args.device)) as (world, rank):
         x, y = loading.load_data(args, "test")
         loaded = loading.load_model(args.model, args, (x, y))
-        loading.check_budgets(loaded.classifier, budgets, args.norm)
+        loading.check_budgets(loaded.classifier, budgets, args.norm, args.allow_large_eps)
         x, y = loading.shard(x, y, world, rank)
         result = evaluate(loaded.classifier, x, y, budgets, p=args.p, norm=args.norm, attacks=attacks,
                           seed=args.seed, verbose=not args.quiet and rank == 0, settings=settings,
@@ -129,7 +130,7 @@ def _finetune(args: argparse.Namespace, verbose: bool) -> tuple[WassersteinTRADE
     x, y = loading.load_data(args, "train")
     loaded = loading.load_model(args.model, args, (x, y))
     eps = args.eps if args.eps is not None else (0.1 if args.dataset == "digits" else 8 / 255)
-    loading.check_budgets(loaded.classifier, [eps], args.norm)
+    loading.check_budgets(loaded.classifier, [eps], args.norm, args.allow_large_eps)
     base = loaded.classifier
     # A fresh optimizer at the fine-tuning learning rate, on the same module and preprocessing.
     clf = make_classifier(base.model, base.input_shape, base.nb_classes, clip_values=clip_pair(base.clip_values),
@@ -137,7 +138,7 @@ def _finetune(args: argparse.Namespace, verbose: bool) -> tuple[WassersteinTRADE
     trainer = WassersteinTRADESTrainer(clf, eps=eps, p=args.p, norm=args.norm, beta=args.beta,
                                        max_iter=args.max_iter or 10, method=args.method,
                                        finetune=None if args.finetune_mode == "none" else args.finetune_mode,
-                                       weight_noise=args.weight_noise)
+                                       weight_noise=args.weight_noise, allow_large_eps=args.allow_large_eps)
     history = trainer.fit(x, y, batch_size=args.batch_size, nb_epochs=args.epochs, seed=args.seed, verbose=verbose)
     return trainer, loaded, list(history)
 

@@ -188,13 +188,16 @@ def check_shapes(input_shape: tuple, x: np.ndarray, dataset: str) -> None:
                          f"{tuple(x.shape[1:])}")
 
 
-def check_budgets(classifier: PyTorchClassifier, budgets: Sequence[float], norm: float) -> None:
-    """ValueError, before any attack or training, for a budget on the wrong scale (8 instead of 8/255)."""
+def check_budgets(classifier: PyTorchClassifier, budgets: Sequence[float], norm: float, allowed: bool = False) -> None:
+    """ValueError, before any attack or training, for a budget on the wrong scale (8 instead of 8/255).
+
+    :param allowed: ``--allow-large-eps`` was given: no check.
+    """
     from art_wdat.attacks.spec import check_eps_scale
 
-    for eps in budgets:
+    for eps in budgets if not allowed else ():
         check_eps_scale(eps, norm, classifier.clip_values, classifier.input_shape, name="--eps",
-                        opt_in="allow_large_eps=True to the Python API")
+                        opt_in="--allow-large-eps")
 
 
 def save_finetuned(loaded: LoadedModel, out: Path, state_dict: dict, meta: dict) -> tuple[Path, str]:

@@ -152,6 +152,10 @@ def _model_args(parser: argparse.ArgumentParser) -> None:
                         help="ground norm: inf, 2 or 1 (inf)")
     parser.add_argument("--max-iter", type=_arg_type(_integer, "--max-iter", _AT_LEAST_ONE), default=None,
                         help="attack iterations (evaluate: 20; finetune: inner steps, 10)")
+    # With the model because the check needs its input box; evaluate and finetune take both.
+    parser.add_argument("--allow-large-eps", action="store_true",
+                        help="accept a budget beyond the input box's scale (by default 8 is refused where 8/255 "
+                             "was probably meant)")
 
 
 def _add_demo(sub: Any) -> argparse.ArgumentParser:

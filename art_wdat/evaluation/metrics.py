@@ -181,11 +181,12 @@ def sensitivity(classifier: PyTorchClassifier, x: np.ndarray, y: np.ndarray, *, 
 
 def wfgsm_mean_loss(classifier: PyTorchClassifier, x: np.ndarray, y: np.ndarray, delta: float, *, p: float = 2.0,
                     norm: int | float | str = np.inf, loss: Loss = "redlr", batch_size: int = 128,
-                    process_group: ProcessGroupLike = None) -> float:
+                    process_group: ProcessGroupLike = None, allow_large_eps: bool = False) -> float:
     """E_{Q_δ}[J]: the mean loss after one W-FGSM step of size δ (the attack with ``max_iter=1``).
 
     :param delta: The budget δ ≥ 0 (of the whole data: under ``torch.distributed``, of every rank's shard together).
     :param process_group: As in :func:`clean_statistics`.
+    :param allow_large_eps: Accept a δ beyond the input box's scale (see the attack's ``allow_large_eps``).
     :return: The mean loss over the attacked distribution (V(0) when δ = 0).
     """
     x, labels = _validated(classifier, x, y)
@@ -195,7 +196,8 @@ def wfgsm_mean_loss(classifier: PyTorchClassifier, x: np.ndarray, y: np.ndarray,
     # keep_best=False: Q_δ is the W-FGSM iterate itself, not the better of it and the clean data.
     attack = WassersteinDistributionalAttack(classifier, eps=float(delta), p=float(p), norm=norm, max_iter=1,
                                              eps_step=float(delta), loss=loss, keep_best=False,
-                                             batch_size=batch_size, process_group=process_group, verbose=False)
+                                             batch_size=batch_size, process_group=process_group,
+                                             allow_large_eps=allow_large_eps, verbose=False)
     attack.generate(x, labels)
     result = attack.last_result_
     if result is None:  # generate records its result; None would mean it returned without attacking
@@ -225,15 +227,17 @@ def lower_ratio(stats: CleanStatistics, delta: float, q_loss: float) -> LowerBou
 
 def lower_bound(classifier: PyTorchClassifier, x: np.ndarray, y: np.ndarray, delta: float, *, p: float = 2.0,
                 norm: int | float | str = np.inf, loss: Loss = "redlr", batch_size: int = 128,
-                stats: CleanStatistics | None = None, process_group: ProcessGroupLike = None) -> LowerBound:
+                stats: CleanStatistics | None = None, process_group: ProcessGroupLike = None,
+                allow_large_eps: bool = False) -> LowerBound:
     """R^l_δ for one budget: the clean statistics (unless given) plus one W-FGSM step.
 
     :param stats: Precomputed :func:`clean_statistics` for the same data, p, norm and loss.
     :param process_group: As in :func:`clean_statistics`.
+    :param allow_large_eps: As in :func:`wfgsm_mean_loss`.
     """
     if stats is None:
         stats = clean_statistics(classifier, x, y, p=p, norm=norm, loss=loss, batch_size=batch_size,
                                  process_group=process_group)
     q_loss = wfgsm_mean_loss(classifier, x, y, delta, p=p, norm=norm, loss=loss, batch_size=batch_size,
-                             process_group=process_group)
+                             process_group=process_group, allow_large_eps=allow_large_eps)
     return lower_ratio(stats, delta, q_loss)

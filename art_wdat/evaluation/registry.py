@@ -59,6 +59,8 @@ class EvaluationSettings:
     :ivar wpgd_step_ratio: Their ``eps_step`` = ratio · δ / max_iter (None: the attack's default 1.875).
     :ivar budget_rounds: (Re-)allocations of W-PGD-Budget.
     :ivar bound_loss: The loss J of V(0), W(0), Υ and Q_δ in the bounds.
+    :ivar allow_large_eps: Let the distributional attacks take budgets beyond the box's scale (see
+        ``WassersteinDistributionalAttack``'s ``allow_large_eps``).
     """
 
     max_iter: int = 20
@@ -74,6 +76,7 @@ class EvaluationSettings:
     wpgd_step_ratio: float | None = None
     budget_rounds: int = 5
     bound_loss: str = "redlr"
+    allow_large_eps: bool = False
 
 
 def parse_attacks(attacks: str | Sequence[str]) -> tuple:
@@ -119,7 +122,8 @@ def build_attack(name: str, classifier: PyTorchClassifier, budget: float, *, p: 
                                                method=_W_METHODS[name],
                                                max_iter=s.max_iter, eps_step=eps_step, loss=s.wpgd_loss,
                                                batch_size=s.batch_size, budget_rounds=s.budget_rounds,
-                                               process_group=process_group, verbose=False)
+                                               allow_large_eps=s.allow_large_eps, process_group=process_group,
+                                               verbose=False)
     raise ValueError(f"unknown attack {name!r}; choose from {', '.join(ALL_ATTACKS)}")
 
 

@@ -239,7 +239,8 @@ def _evaluate_budget(run: _Run, budget: float, names: Sequence[str], stats: metr
     start = time.perf_counter()
     row.wfgsm_loss = metrics.wfgsm_mean_loss(run.classifier, run.x, run.y, budget, p=run.p, norm=run.norm,
                                              loss=run.settings.bound_loss, batch_size=run.settings.batch_size,
-                                             process_group=run.process_group)
+                                             process_group=run.process_group,
+                                             allow_large_eps=run.settings.allow_large_eps)
     row.bounds_seconds = run.slowest(time.perf_counter() - start)
     low = metrics.lower_ratio(stats, budget, row.wfgsm_loss)
     row.r_bar, row.r_tilde, row.r_lower = low.r_bar, low.r_tilde, low.r_lower

@@ -272,7 +272,8 @@ class WassersteinTRADESTrainer(TRADESSettings):
         clean = float((self._classifier.predict(x, batch_size=batch_size).argmax(axis=1) == labels).mean())
         attack = WassersteinDistributionalAttack(
             self._classifier, eps=self.eps, p=self.p, norm=self.norm, max_iter=self.eval_max_iter,
-            loss="redlr" if self._classifier.nb_classes >= 3 else "ce", batch_size=batch_size, verbose=False)
+            loss="redlr" if self._classifier.nb_classes >= 3 else "ce", batch_size=batch_size,
+            allow_large_eps=self.allow_large_eps, verbose=False)
         attack.generate(x, labels)
         res = attack.last_result_
         robust = clean if res is None else float(res.accuracy[res.best_iteration])
