@@ -136,8 +136,3 @@ def timed(fn: Callable[[], tuple[torch.Tensor, AttackTrace]]) -> tuple[torch.Ten
 def is_unit_box(clip: Clip | None) -> bool:
     """Whether the clip box is [0, 1] in every coordinate (what the flip-cost solvers assume)."""
     return clip is not None and bool((clip[0] == 0).all()) and bool((clip[1] == 1).all())
-
-
-def total_count(x: torch.Tensor, reducer: Reducer) -> float:
-    """Number of inputs over all ranks."""
-    return float(reducer.sum(torch.tensor(float(x.shape[0]), dtype=torch.float64, device=x.device)))

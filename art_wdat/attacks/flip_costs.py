@@ -152,20 +152,11 @@ def verify(forward: Forward, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tens
 
 
 def _autoattack(submodule: str) -> ModuleType:
-    """``autoattack.<submodule>``, or the same code as published on PyPI (``pyautoattack.<submodule>``).
+    """``autoattack.<submodule>``: the installed package, or robustbench's ``pyautoattack`` under that name."""
+    from art_wdat.zoo.robustbench_compat import ensure_autoattack_alias
 
-    Not through :func:`art_wdat.zoo.robustbench_compat.ensure_autoattack_alias`: importing the zoo package
-    would import the trainer, and an attack module must not depend on training.
-    """
-    try:
-        return importlib.import_module(f"autoattack.{submodule}")
-    except ModuleNotFoundError as err:
-        if err.name != "autoattack":
-            raise
-    try:
-        return importlib.import_module(f"pyautoattack.{submodule}")
-    except ModuleNotFoundError as err:
-        raise ImportError("flip costs need the 'autoattack' code: pip install pyautoattack") from err
+    ensure_autoattack_alias()
+    return importlib.import_module(f"autoattack.{submodule}")
 
 
 @contextmanager

@@ -28,7 +28,7 @@ from art_wdat.core.engine import run_distribution_attack
 from art_wdat.core.knapsack import select_cheapest
 from art_wdat.core.losses import LossFn, redlr
 from art_wdat.core.norms import power_mean
-from art_wdat.core.reduce import LOCAL, Reducer
+from art_wdat.core.reduce import LOCAL, Reducer, reduce_floats
 from art_wdat.core.threat import WassersteinBall
 from art_wdat.validation import check_labels, check_x, in_caller_dtype
 
@@ -65,11 +65,6 @@ class KnapsackResult:
     leftover: float
 
 
-def _total(reducer: Reducer, values: list[float], device: torch.device) -> list[float]:
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    return reducer.sum(t).tolist()
-
-
 def leftover_budget(ball: WassersteinBall, costs: torch.Tensor, selected: torch.Tensor,
                     reducer: Reducer = LOCAL) -> float:
     """L = (δ^p − (1/N) Σ_S c_i^p)^(1/p) ≥ 0: what the selected inputs leave of the budget (p = inf: δ)."""
@@ -87,7 +82,7 @@ def spend_leftover(forward: Forward, x: torch.Tensor, y: torch.Tensor, rest: tor
     :return: The attacked rows of ``rest`` (in order), or None when there is nothing to spend or no one to
         spend it on (decided over all ranks, so that every rank joins the same collectives).
     """
-    n_all, n_rest = _total(reducer, [float(x.shape[0]), float(rest.sum())], x.device)
+    n_all, n_rest = reduce_floats(reducer, [float(x.shape[0]), float(rest.sum())], x.device)
     if leftover <= 0 or n_rest == 0:
         return None
     scale = 1.0 if math.isinf(threat.p) else (n_all / n_rest) ** (1.0 / threat.p)
@@ -164,7 +159,7 @@ def _summary(forward: Forward, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Te
     """Count (by forward passes) what the returned distribution achieves, and check the knapsack set held."""
     wrong_adv = predict_labels(forward, x_adv) != y
     kept = (wrong_adv | ~selected).all()
-    n, n_correct, n_sel, n_flip, lost = _total(reducer, [
+    n, n_correct, n_sel, n_flip, lost = reduce_floats(reducer, [
         float(x.shape[0]), float(costs.correct.sum()), float((selected & costs.correct).sum()),
         float((wrong_adv & costs.correct).sum()), float(~kept)], x.device)
     if lost:

@@ -31,13 +31,12 @@ from art_wdat.attacks.auto import (
     run_knapsack,
     score,
     timed,
-    total_count,
 )
 from art_wdat.attacks.flip_costs import MIN_NORM_METHODS, MinNormMethod
 from art_wdat.attacks.spec import STEP_METHODS, Method, NormLike, ThreatKeywords, ThreatSpec
 from art_wdat.core.engine import AttackConfig, AttackTrace, Clip, run_distribution_attack
 from art_wdat.core.losses import LossFn, resolve_loss
-from art_wdat.core.reduce import ProcessGroupLike, Reducer, default_reducer
+from art_wdat.core.reduce import ProcessGroupLike, Reducer, default_reducer, reduce_floats
 from art_wdat.validation import check_int, check_labels, check_x, in_caller_dtype
 
 if TYPE_CHECKING:
@@ -279,7 +278,7 @@ class WassersteinDistributionalAttack(ThreatKeywords, EvasionAttack):
             x_m, trace, seconds = timed(partial(self._engine, x, y, threat.stepping(name), clip, x.device))
             candidates.append(Candidate(name, x_m, score(forward, x_m, y, cfg, reducer), trace, seconds))
         best = best_candidate(candidates)
-        n = total_count(x, reducer)
+        (n,) = reduce_floats(reducer, [float(x.shape[0])], x.device)
         trace = best.trace or _endpoints(score(forward, x, y, cfg, reducer), best.score, n)
         result = self._result(x, best.x_adv, trace, best.name)
         result.flip_costs = costs.costs.cpu().numpy()

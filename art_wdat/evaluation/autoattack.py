@@ -16,7 +16,6 @@ seed and version (tests/test_autoattack_row.py).
 
 from __future__ import annotations
 
-import importlib
 import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 
 from art_wdat.attacks import estimator as est
+from art_wdat.zoo.robustbench_compat import ensure_autoattack_alias
 
 if TYPE_CHECKING:
     from art.estimators.classification import PyTorchClassifier
@@ -91,7 +91,7 @@ def package_autoattack(model: torch.nn.Module, *, eps: float, norm: float, versi
     check_version(version)
     if norm not in _NORMS:
         raise ValueError(f"AutoAttack supports the ground norms inf, 2 and 1, got {norm!r}")
-    package = importlib.import_module("autoattack")
+    package = ensure_autoattack_alias()
     adversary = package.AutoAttack(model, norm=_NORMS[norm], eps=eps, version=version, device=device, seed=seed,
                                    attacks=list(CUSTOM_ATTACKS) if version == "custom" else None)
     if version == "custom":

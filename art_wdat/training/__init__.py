@@ -6,9 +6,28 @@ W-TRADES loss of one batch), :mod:`~art_wdat.training.sync` (the ranks' collecti
 (the epoch lifecycle), :mod:`~art_wdat.training.finetune` and :mod:`~art_wdat.training.checkpoint`.
 """
 
-from art_wdat.training.loop import Batch, EpochCallback
-from art_wdat.training.objective import INNER_LOSSES, LossTerms
-from art_wdat.training.trainer import WassersteinTRADESTrainer
+from __future__ import annotations
 
+import importlib
+from typing import Any
+
+# Loaded on first use, so that `art_wdat.training.checkpoint` (used by zoo and evaluation) does not import the trainer.
 # Batch, EpochCallback, INNER_LOSSES and LossTerms: the public names of the former module art_wdat.trainer.
-__all__ = ["INNER_LOSSES", "Batch", "EpochCallback", "LossTerms", "WassersteinTRADESTrainer"]
+_EXPORTS = {
+    "Batch": "art_wdat.training.loop",
+    "EpochCallback": "art_wdat.training.loop",
+    "INNER_LOSSES": "art_wdat.training.objective",
+    "LossTerms": "art_wdat.training.objective",
+    "WassersteinTRADESTrainer": "art_wdat.training.trainer",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'art_wdat.training' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__
