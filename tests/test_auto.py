@@ -100,10 +100,12 @@ def test_needs_the_unit_box(held_out):
         WassersteinDistributionalAttack(clf, eps=0.1, method="auto", verbose=False).generate(x, y)
 
 
-def test_trainer_refuses_non_step_methods(digits_clf):
+def test_trainer_refuses_the_evaluation_only_method(digits_clf):
+    """W-AutoAttack picks the strongest of several attacks after the fact: not an inner solver ("knapsack", the
+    knapsack-informed allocation, is one: tests/test_trainer_variants.py)."""
     from art_wdat import WassersteinTRADESTrainer
 
     model = digits_cnn()
     clf = wrap(model, optimizer=torch.optim.SGD(model.parameters(), lr=0.01))
     with pytest.raises(ValueError, match="method"):
-        WassersteinTRADESTrainer(clf, eps=0.1, method="knapsack")
+        WassersteinTRADESTrainer(clf, eps=0.1, method="auto")

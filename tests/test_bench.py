@@ -3,19 +3,13 @@ timings are never asserted in tests (see bench/run.py for the ratios and their t
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.benchmarks import load_bench
 
 
 def test_bench_runs_on_tiny_inputs(tmp_path):
-    spec = importlib.util.spec_from_file_location("bench_run", ROOT / "bench" / "run.py")
-    bench = importlib.util.module_from_spec(spec)
-    sys.modules["bench_run"] = bench  # dataclasses look their module up there
-    spec.loader.exec_module(bench)
+    bench = load_bench("run.py", "bench_run")
     result = bench.main(["--quick", "--n", "16", "--batch-size", "8", "--max-iter", "2", "--repeats", "1",
                          "--trades-steps", "1", "--skip", "memory,scaling", "--out", str(tmp_path)])
     names = [row["name"] for row in result["rows"]]

@@ -3,12 +3,12 @@ and W-AutoAttack is at or below every other column at each budget. Skips when ..
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.benchmarks import load_bench
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -17,16 +17,12 @@ pytestmark = pytest.mark.skipif(
     reason="../shared/models and ../shared/data/cifar10_jpeg.npz are absent")
 
 
-def load_bench():
-    spec = importlib.util.spec_from_file_location("bench_strength", ROOT / "bench" / "strength.py")
-    bench = importlib.util.module_from_spec(spec)
-    sys.modules["bench_strength"] = bench  # dataclasses look their module up there
-    spec.loader.exec_module(bench)
-    return bench
+def strength_script():
+    return load_bench("strength.py", "bench_strength")
 
 
 def test_quick_strength_table(tmp_path, capsys):
-    bench = load_bench()
+    bench = strength_script()
     out = tmp_path / "strength.json"
     result = bench.main(["--quick", "--threads", "1", "--out", str(out)])
     table = capsys.readouterr().out
@@ -47,6 +43,6 @@ def test_quick_strength_table(tmp_path, capsys):
 
 
 def test_missing_shared_folder_is_a_clear_error(tmp_path):
-    bench = load_bench()
+    bench = strength_script()
     with pytest.raises(SystemExit, match="must hold models/zoo.py"):
         bench.main(["--quick", "--shared", str(tmp_path)])

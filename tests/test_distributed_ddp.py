@@ -238,7 +238,8 @@ def test_ddp_fit_equals_one_process_with_the_global_batch(ranks, data):
     trainer.fit(*data, batch_size=PER_RANK * WORLD, nb_epochs=1, seed=3, verbose=False)
     _assert_same([o["fit"] for o in out], trainer.history[-1]["loss"], _weights(module))
     # Through the DDP wrapper: the outer step's clean and adversarial forwards only, not the inner maximisation's.
-    assert [o["fit"]["ddp_forwards"] for o in out] == [2 * math.ceil(N / (PER_RANK * WORLD))] * WORLD
+    # The outer step's forwards go through DDP: clean, distributional and (the default joint objective) pointwise.
+    assert [o["fit"]["ddp_forwards"] for o in out] == [3 * math.ceil(N / (PER_RANK * WORLD))] * WORLD
 
 
 def test_ddp_checkpoint_loads_into_the_plain_model_and_resumes_under_ddp(ranks):

@@ -238,6 +238,20 @@ def test_subset_zero_budget_and_reproducibility(demo_model):
     assert [r["accuracy"] for r in first.rows()] == [r["accuracy"] for r in second.rows()]
 
 
+def test_l1_ground_norm_runs_every_attack_within_its_budget(demo_model):
+    clf, x, y = demo_model
+    x, y = x[:60], y[:60]
+    budget = 1.5  # ℓ1 on 8x8 images in [0, 1]
+    result = evaluate(clf, x, y, [budget], p=2.0, norm=1, seed=0, settings=SETTINGS)
+    row = result.budgets[0]
+    assert set(row.attacks) == set(evaluation.ATTACKS)
+    for name, outcome in row.attacks.items():
+        assert outcome.cost <= budget * (1 + 1e-6) + 1e-5, name  # W_2 cost under the ℓ1 ground norm
+        assert 0.0 <= outcome.accuracy <= result.clean_accuracy
+    assert row.attacks["wauto"].accuracy <= row.attacks["wpgd"].accuracy
+    assert result.curve is not None and "1" in result.curve.accuracy
+
+
 def test_bad_arguments(demo_model):
     clf, x, y = demo_model
     with pytest.raises(ValueError, match="unknown attack"):
@@ -245,7 +259,7 @@ def test_bad_arguments(demo_model):
     with pytest.raises(ValueError, match=">= 0"):
         evaluate(clf, x, y, [-0.1])
     with pytest.raises(ValueError, match="norm"):
-        evaluate(clf, x, y, [0.1], norm=1)
+        evaluate(clf, x, y, [0.1], norm=3)
     with pytest.raises(ValueError, match="shape"):
         evaluate(clf, x[:, :, :4], y, [0.1])
     with pytest.raises(ValueError, match="apgd_art_losses"):

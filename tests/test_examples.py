@@ -85,7 +85,17 @@ def _check_distributed_attack(results: dict) -> None:
     assert results["cost"] <= 0.1 * (1 + 1e-6)
 
 
+def _check_finetune_shared_model(results: dict) -> None:
+    if not results:  # ../shared is absent: the example says so and does nothing
+        return
+    for name in ("before", "after"):
+        acc = results[name]
+        assert 0.3 < acc["clean"] <= 1.0  # a real robust model, not one that predicts one class
+        assert acc["W-AutoAttack"] < acc["clean"] and acc["AutoAttack"] <= acc["clean"]
+
+
 CHECKS: dict[str, Callable] = {
+    "finetune_shared_model": _check_finetune_shared_model,
     "wtrades_finetune": _check_wtrades_finetune,
     "distributed_attack": _check_distributed_attack,
     "art_side_by_side": _check_art_side_by_side,

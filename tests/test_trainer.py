@@ -70,7 +70,8 @@ def batch(digits, n: int = 48) -> tuple[torch.Tensor, torch.Tensor]:
 def test_batch_loss_is_ce_plus_beta_kl_of_the_inner_maximiser(digits, p, norm, method):
     clf = make_classifier(make_model(width=8))
     eps = EPS if norm == np.inf else 0.5
-    trainer = WassersteinTRADESTrainer(clf, eps=eps, p=p, norm=norm, beta=3.0, max_iter=5, method=method)
+    trainer = WassersteinTRADESTrainer(clf, eps=eps, p=p, norm=norm, beta=3.0, max_iter=5, method=method,
+                                       pointwise_beta=0.0)
     x, y = batch(digits)
     torch.manual_seed(0)
     loss, x_adv = trainer.batch_loss(x, y)
@@ -94,7 +95,7 @@ def test_batch_loss_is_ce_plus_beta_kl_of_the_inner_maximiser(digits, p, norm, m
 
 def test_inner_maximiser_spends_the_whole_budget_unevenly(digits):
     clf = make_classifier(make_model(width=8))
-    trainer = WassersteinTRADESTrainer(clf, eps=EPS, p=2.0, max_iter=10)
+    trainer = WassersteinTRADESTrainer(clf, eps=EPS, p=2.0, max_iter=10, method="wpgd")
     x, y = batch(digits, 64)
     torch.manual_seed(0)
     x_adv = trainer.inner_maximize(x, y)
@@ -110,22 +111,25 @@ def test_rekl_spends_nothing_on_inputs_already_lost(digits):
     with torch.no_grad():
         pred = clf.model(x).argmax(1)
     y_wrong = torch.where(torch.arange(64) < 32, (pred + 1) % 10, pred)  # first half "misclassified"
-    trainer = WassersteinTRADESTrainer(clf, eps=EPS, p=2.0, max_iter=5, kl_start_std=0.0)
+    trainer = WassersteinTRADESTrainer(clf, eps=EPS, p=2.0, max_iter=5, kl_start_std=0.0, method="wpgd",
+                                       inner_loss="rekl")
     x_adv = trainer.inner_maximize(x, y_wrong)
     moved = (x_adv - x).flatten(1).abs().amax(1)
     assert float(moved[:32].max()) == 0.0 and float(moved[32:].min()) > 0.0
     assert float(trainer.ball.cost(x_adv - x)) == pytest.approx(EPS, rel=1e-3)  # their share went to the others
     with pytest.raises(ValueError, match="`inner_loss`"):
         trainer.inner_maximize(x)
-    kl_trainer = WassersteinTRADESTrainer(clf, eps=EPS, p=2.0, max_iter=5, kl_start_std=0.0, inner_loss="kl")
+    kl_trainer = WassersteinTRADESTrainer(clf, eps=EPS, p=2.0, max_iter=5, kl_start_std=0.0, inner_loss="kl",
+                                          method="wpgd")
     assert float((kl_trainer.inner_maximize(x) - x).flatten(1).abs().amax(1)[:32].max()) > 0.0
 
 
 def test_sensitivity_penalty_adds_beta_gamma_eps_upsilon(digits):
     clf = make_classifier(make_model(width=8))
     x, y = batch(digits, 32)
-    plain = WassersteinTRADESTrainer(clf, eps=EPS, p=2.0, beta=2.0, max_iter=3)
-    penalised = WassersteinTRADESTrainer(clf, eps=EPS, p=2.0, beta=2.0, max_iter=3, sensitivity_weight=500.0)
+    old = {"method": "wpgd", "inner_loss": "rekl", "pointwise_beta": 0.0}  # the W-TRADES loss alone
+    plain = WassersteinTRADESTrainer(clf, eps=EPS, p=2.0, beta=2.0, max_iter=3, **old)
+    penalised = WassersteinTRADESTrainer(clf, eps=EPS, p=2.0, beta=2.0, max_iter=3, sensitivity_weight=500.0, **old)
     torch.manual_seed(0)
     loss0, x_adv0 = plain.batch_loss(x, y)
     torch.manual_seed(0)

@@ -107,7 +107,9 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     meta["extra"] = {"finetuned_from": loaded.label, "dataset": args.dataset, "eps": trainer.eps, "p": args.p,
                      "norm": "inf" if math.isinf(args.norm) else args.norm, "beta": args.beta,
                      "epochs": args.epochs, "lr": args.lr, "seed": args.seed, "ranks": world,
-                     "global_batch_size": args.batch_size * world, "history": _plain_history(history)}
+                     "global_batch_size": args.batch_size * world, "method": trainer.method,
+                     "inner_loss": trainer.inner_loss, "outer_loss": trainer.outer_loss,
+                     "pointwise_beta": trainer.pointwise_beta, "history": _plain_history(history)}
     path, options = loading.save_finetuned(loaded, out, trainer.get_classifier().model.state_dict(), meta)
     last = history[-1] if history else {}
     print(f"W-TRADES fine-tune of {loaded.label} on {args.dataset}: {args.epochs} epoch(s), p = {args.p:g}, "
@@ -135,10 +137,13 @@ def _finetune(args: argparse.Namespace, verbose: bool) -> tuple[WassersteinTRADE
     # A fresh optimizer at the fine-tuning learning rate, on the same module and preprocessing.
     clf = make_classifier(base.model, base.input_shape, base.nb_classes, clip_values=clip_pair(base.clip_values),
                           preprocessing=loaded.meta.get("preprocessing"), device=args.device, lr=args.lr)
+    # The variant's options only when given: their defaults are the trainer's (the study's choice, one place).
+    variant = {key: getattr(args, key) for key in ("method", "inner_loss", "outer_loss", "pointwise_beta",
+                                                   "pointwise_eps") if getattr(args, key) is not None}
     trainer = WassersteinTRADESTrainer(clf, eps=eps, p=args.p, norm=args.norm, beta=args.beta,
-                                       max_iter=args.max_iter or 10, method=args.method,
+                                       max_iter=args.max_iter or 10,
                                        finetune=None if args.finetune_mode == "none" else args.finetune_mode,
-                                       weight_noise=args.weight_noise, allow_large_eps=args.allow_large_eps)
+                                       weight_noise=args.weight_noise, allow_large_eps=args.allow_large_eps, **variant)
     history = trainer.fit(x, y, batch_size=args.batch_size, nb_epochs=args.epochs, seed=args.seed, verbose=verbose)
     return trainer, loaded, list(history)
 

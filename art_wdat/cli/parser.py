@@ -209,7 +209,16 @@ def _add_finetune(sub: Any) -> argparse.ArgumentParser:
     ft.add_argument("--epochs", type=_arg_type(_integer, "--epochs", _AT_LEAST_ONE), default=1, help="epochs (1)")
     ft.add_argument("--lr", type=_arg_type(parse_number, "--lr", _NON_NEGATIVE), default=1e-4,
                     help="Adam learning rate (1e-4)")
-    ft.add_argument("--method", choices=("wpgd", "budget"), default="wpgd", help="inner solver (wpgd)")
+    ft.add_argument("--method", choices=("wpgd", "budget", "knapsack"), default=None,
+                    help="inner solver (default: the trainer's)")
+    ft.add_argument("--inner-loss", choices=("kl", "rekl", "redlr"), default=None,
+                    help="loss the inner maximisation ascends (default: the trainer's)")
+    ft.add_argument("--outer-loss", choices=("trades", "ce"), default=None,
+                    help="trades: CE + β·KL; ce: cross-entropy at the adversary (default: the trainer's)")
+    ft.add_argument("--pointwise-beta", type=_arg_type(parse_number, "--pointwise-beta", _NON_NEGATIVE),
+                    default=None, help="weight of the joint objective's pointwise TRADES term (default: the trainer's)")
+    ft.add_argument("--pointwise-eps", type=_arg_type(parse_number, "--pointwise-eps", _NON_NEGATIVE), default=None,
+                    help="ε of that term, fractions allowed (default: --eps)")
     ft.add_argument("--finetune-mode", choices=("none", "reinit_last", "perturb"), default="none",
                     help="kick the model out of its minimum first (none)")
     ft.add_argument("--weight-noise", type=_arg_type(parse_number, "--weight-noise", _NON_NEGATIVE), default=0.01,

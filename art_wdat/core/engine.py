@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from art_wdat.core.losses import LossFn
 from art_wdat.core.reduce import LOCAL, Reducer
-from art_wdat.core.steps import BudgetStep, Clip, Step, WPGDStep
+from art_wdat.core.steps import BudgetStep, Clip, FixedBudgetStep, Step, WPGDStep
 from art_wdat.core.threat import WassersteinBall
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
@@ -42,6 +42,8 @@ class AttackConfig:
     targeted: bool = False
     keep_best: bool = True
     budget_rounds: int = 1
+    #: For "budget": per-input budgets δ_i fixed in advance (no allocation; the caller keeps them in the ball).
+    budgets: torch.Tensor | None = None
 
 
 @dataclass
@@ -122,6 +124,8 @@ class GradientPass:
 
 def step_for(cfg: AttackConfig, x: torch.Tensor, clip: Clip | None, reducer: Reducer) -> Step:
     """The step of ``cfg.method``, picked once per restart, with no budgets allocated yet."""
+    if cfg.method == "budget" and cfg.budgets is not None:
+        return FixedBudgetStep(cfg.ball, cfg.eps_step, x, clip, reducer, max_iter=cfg.max_iter, budgets=cfg.budgets)
     if cfg.method == "budget":
         return BudgetStep(cfg.ball, cfg.eps_step, x, clip, reducer, max_iter=cfg.max_iter,
                           budget_rounds=cfg.budget_rounds)

@@ -145,3 +145,61 @@ def robust_accuracy_curve(costs: torch.Tensor, p: float, deltas: torch.Tensor | 
     k = affordable_count(sorted_costs, p, d, n)
     # Every flipped input beyond the `wrong` free ones was correct; an unflipped one still is.
     return (n - torch.maximum(k, torch.full_like(k, wrong))).double() / n
+
+
+def first_order_flip_costs(logits: torch.Tensor, x: torch.Tensor, labels: torch.Tensor,
+                           dual_norm: float) -> torch.Tensor:
+    """A one-pass estimate of each input's flip cost: its logit margin over the margin's gradient norm.
+
+    The linearised (DeepFool-style) distance to the nearest decision boundary, m_i / ‖∇_x m_i‖_s with
+    m_i = z_y − max_{j≠y} z_j and s the dual of the ground norm; 0 for inputs already misclassified, +inf where
+    the margin has no gradient. Cheap enough for every training batch, where the knapsack's exact costs are not.
+
+    :param logits: f(x), computed from ``x`` with ``x.requires_grad``.
+    :param x: The inputs.
+    :param labels: Class indices (N,).
+    :param dual_norm: s, the dual of the ground norm (1 for ℓ∞, 2 for ℓ2, inf for ℓ1).
+    :return: Costs (N,), float64, detached.
+    """
+    z_y = logits.gather(1, labels.unsqueeze(1)).squeeze(1)
+    margin = z_y - logits.scatter(1, labels.unsqueeze(1), float("-inf")).max(dim=1).values
+    (grad,) = torch.autograd.grad(margin.sum(), x)
+    slope = torch.linalg.vector_norm(grad.flatten(1).double(), ord=dual_norm, dim=1)
+    m = margin.detach().double().clamp_min(0.0)
+    costs = torch.where(slope > 0, m / torch.where(slope > 0, slope, torch.ones_like(slope)),
+                        torch.full_like(m, math.inf))
+    return torch.where(m > 0, costs, torch.zeros_like(m))
+
+
+def knapsack_budgets(costs: torch.Tensor, p: float, eps: float, reducer: Reducer = LOCAL) -> torch.Tensor:
+    """Per-input budgets that spend a W_p budget ``eps`` on the inputs the knapsack would flip.
+
+    The cheapest inputs the budget affords (:func:`select_cheapest`) get budgets proportional to their costs,
+    all scaled by one factor so that ((1/N) Σ δ_i^p)^(1/p) = eps: each can be pushed past its estimated boundary
+    by the same relative margin. The others, and inputs of cost 0 (already misclassified), get 0. When no
+    input of positive cost is affordable, the cheapest positive one gets the whole budget, N^(1/p)·eps. At
+    p = inf every input gets eps (the pointwise ball).
+
+    :param costs: Flip costs (N,) ≥ 0, +inf where unknown.
+    :param p: Wasserstein order in [1, inf].
+    :param eps: The budget δ ≥ 0 of the whole distribution (all ranks of ``reducer``).
+    :return: Budgets δ_i (N,), float64.
+    """
+    c = costs.double()
+    if math.isinf(p):
+        return torch.full_like(c, float(eps))
+    chosen = select_cheapest(c, p, eps, reducer) & (c > 0)
+    all_costs, offset = gather_costs(c, reducer)
+    n = all_costs.numel()
+    # Fallback when nothing of positive cost is affordable: the cheapest positive input (lowest global index on
+    # ties). Decided with torch.where, on the device: no host sync.
+    positive = torch.where(all_costs > 0, all_costs, torch.full_like(all_costs, math.inf))
+    cheapest = torch.zeros_like(all_costs)
+    if n:
+        first = torch.argmin(positive)
+        cheapest[first] = torch.isfinite(positive[first]).double()
+    any_chosen = reducer.sum(chosen.double().sum()) > 0
+    weights = torch.where(any_chosen, torch.where(chosen, c, torch.zeros_like(c)), cheapest[offset:offset + c.numel()])
+    mean = reducer.sum(weights.pow(p).sum()) / max(n, 1)
+    scale = torch.where(mean > 0, eps / mean.clamp_min(1e-300).pow(1.0 / p), torch.zeros_like(mean))
+    return weights * scale

@@ -106,3 +106,19 @@ class BudgetStep(Step):
     def project(self, delta: torch.Tensor) -> torch.Tensor:
         assert self.radius is not None, "scale() allocates the budgets before the first projection"
         return self.ball.project_pointwise(delta, self.radius)
+
+
+class FixedBudgetStep(BudgetStep):
+    """Pointwise PGD in per-input balls whose radii δ_i were chosen before the run (e.g. by the knapsack).
+
+    The budgets are the caller's and never move; the caller makes them feasible, ((1/N) Σ δ_i^p)^(1/p) ≤ δ.
+    """
+
+    def __init__(self, ball: WassersteinBall, eps_step: float, x: torch.Tensor, clip: Clip | None,
+                 reducer: Reducer, *, max_iter: int, budgets: torch.Tensor) -> None:
+        super().__init__(ball, eps_step, x, clip, reducer, max_iter=max_iter, budget_rounds=1)
+        self.radius = budgets.double()
+
+    def budgets(self, grad_norms: torch.Tensor, spent: torch.Tensor, it: int) -> torch.Tensor:
+        assert self.radius is not None
+        return self.radius

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from art_wdat.attacks import WassersteinDistributionalAttack
+from art_wdat.attacks.flip_costs import MinNormMethod
 from art_wdat.attacks.spec import Method
 from art_wdat.core.reduce import ProcessGroupLike
 from art_wdat.evaluation.autoattack import AutoAttackVersion, PackageAutoAttack
@@ -123,8 +124,14 @@ def build_attack(name: str, classifier: PyTorchClassifier, budget: float, *, p: 
                                                max_iter=s.max_iter, eps_step=eps_step, loss=s.wpgd_loss,
                                                batch_size=s.batch_size, budget_rounds=s.budget_rounds,
                                                allow_large_eps=s.allow_large_eps, process_group=process_group,
-                                               verbose=False)
+                                               min_norm=min_norm_for(norm), verbose=False)
     raise ValueError(f"unknown attack {name!r}; choose from {', '.join(ALL_ATTACKS)}")
+
+
+def min_norm_for(norm: float) -> MinNormMethod:
+    """W-AutoAttack's flip-cost solver for the ground norm: FAB then the APGD bisection, or FAB alone at ℓ1 (the
+    bisection's APGD takes one radius per input under ℓ∞ and ℓ2 only)."""
+    return "fab" if norm == 1.0 else "fab+apgd"
 
 
 def apgd_art_losses(classifier: PyTorchClassifier, settings: EvaluationSettings) -> list:

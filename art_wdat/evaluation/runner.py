@@ -105,10 +105,8 @@ def _resolve_settings(settings: EvaluationSettings | None, max_iter: int | None,
 
 
 def _check_threat(p: float, norm: int | float | str) -> tuple[float, float]:
-    """(p, norm) as floats; ValueError unless norm is inf or 2 and p is in [1, inf]."""
+    """(p, norm) as floats; ValueError unless norm is inf, 2 or 1 and p is in [1, inf]."""
     norm_value, p_value = parse_norm(norm), float(p)
-    if norm_value not in (2.0, math.inf):
-        raise ValueError(f"norm must be inf or 2 for the side-by-side evaluation (ART's attacks), got {norm!r}")
     if not p_value >= 1:
         raise ValueError(f"p must be in [1, inf], got {p!r}")
     return p_value, norm_value
@@ -269,7 +267,8 @@ def evaluate(classifier: PyTorchClassifier, x: np.ndarray, y: np.ndarray, budget
     :param y: True labels, indices (N,) or one-hot.
     :param budgets: One budget or several (≥ 0); 0 reports clean accuracy for every attack.
     :param p: Wasserstein order of the distributional attacks and of the bounds, in [1, inf].
-    :param norm: Ground norm, inf or 2 (the pointwise attacks use it too).
+    :param norm: Ground norm, inf, 2 or 1 (the pointwise attacks use it too; at ℓ1 W-AutoAttack's flip costs
+                 come from FAB alone, :func:`~art_wdat.evaluation.registry.min_norm_for`).
     :param attacks: A subset of :data:`~art_wdat.evaluation.registry.ALL_ATTACKS` (sequence or comma-separated
                     string); default :data:`ATTACKS` (all but "apgd-art").
     :param max_iter: Overrides ``settings.max_iter``.

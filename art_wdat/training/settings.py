@@ -9,6 +9,8 @@ device, the network unwrapped from DDP, and the ranks that train together.
 from __future__ import annotations
 
 import contextlib
+import math
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -16,13 +18,21 @@ import torch
 from art.defences.trainer.trainer import Trainer
 
 from art_wdat.attacks import estimator as est
-from art_wdat.attacks.spec import STEP_METHODS, NormLike, ThreatKeywords
-from art_wdat.core.engine import AttackConfig, StepMethod
+from art_wdat.attacks.spec import NormLike, ThreatKeywords, ThreatSpec
+from art_wdat.core.engine import AttackConfig
 from art_wdat.core.reduce import ProcessGroupLike
 from art_wdat.core.threat import WassersteinBall
 from art_wdat.training.finetune import FINETUNE_MODES, FinetuneMode, find_last_linear
 from art_wdat.training.loop import RunState
-from art_wdat.training.objective import INNER_LOSSES, InnerLoss, inner_attack_config
+from art_wdat.training.objective import (
+    INNER_LOSSES,
+    OUTER_LOSSES,
+    TRAIN_METHODS,
+    InnerLoss,
+    OuterLoss,
+    TrainMethod,
+    inner_attack_config,
+)
 from art_wdat.training.sync import RankSync, training_group
 from art_wdat.validation import check_int, check_number
 
@@ -43,7 +53,7 @@ class TRADESSettings(ThreatKeywords, Trainer):
         *,
         max_iter: int = 10,
         eps_step: float | None = None,
-        method: StepMethod = "wpgd",
+        method: TrainMethod = "knapsack",
         budget_rounds: int = 1,
         finetune: FinetuneMode | None = None,
         weight_noise: float = 0.01,
@@ -52,8 +62,11 @@ class TRADESSettings(ThreatKeywords, Trainer):
         amp: bool = False,
         kl_start_std: float = 0.001,
         eval_max_iter: int = 10,
-        inner_loss: InnerLoss = "rekl",
+        inner_loss: InnerLoss = "kl",
         sensitivity_weight: float = 0.0,
+        outer_loss: OuterLoss = "trades",
+        pointwise_beta: float = 6.0,
+        pointwise_eps: float | None = None,
         process_group: ProcessGroupLike = None,
         allow_large_eps: bool = False,
     ) -> None:
@@ -65,7 +78,13 @@ class TRADESSettings(ThreatKeywords, Trainer):
         :param beta: Weight β ≥ 0 of the KL term.
         :param max_iter: Steps of the inner maximisation (TRADES: 10).
         :param eps_step: Step size of the inner maximisation; default ``1.875 · eps / max_iter``.
-        :param method: Inner solver: "wpgd" (W-PGD) or "budget" (W-PGD-Budget, METHOD.md §4).
+        :param method: Inner solver: "wpgd" (W-PGD), "budget" (W-PGD-Budget, METHOD.md §4) or "knapsack" (default):
+                       the knapsack-informed allocation, which estimates each input's flip cost to first order
+                       (margin over the dual norm of its gradient, one pass), gives the batch's budget to the inputs
+                       the knapsack would flip (in proportion to their costs; none to the others) and runs PGD in each
+                       input's ball.
+                       At p = inf every solver is TRADES' PGD. The defaults of ``method``, ``inner_loss`` and
+                       ``pointwise_beta`` are the configuration chosen in docs/experiments/wtrades.md.
         :param budget_rounds: For "budget": budget (re-)allocations per inner maximisation.
         :param finetune: Protocol applied once at the start of :meth:`fit` (not when resuming): None,
                          "reinit_last" (re-initialise the last ``nn.Linear``, or ``last_layer``) or "perturb"
@@ -78,14 +97,25 @@ class TRADESSettings(ThreatKeywords, Trainer):
         :param amp: bf16 autocast on CUDA; ignored, with a warning, elsewhere.
         :param kl_start_std: Std of the Gaussian start x + std·N(0, I) of the inner maximisation (∇KL = 0 at x).
         :param eval_max_iter: Iterations of the ReDLR W-PGD that measures validation robustness.
-        :param inner_loss: What the inner maximisation ascends. "rekl" (default): the KL on inputs that x' still
+        :param inner_loss: What the inner maximisation ascends. "kl" (default): the KL everywhere (TRADES' inner loss
+                           for every p). "rekl": the KL on inputs that x' still
                            classifies correctly and 0 on the others, so that the shared budget is not spent on inputs
                            already lost (the idea of ReDLR, METHOD.md §5); with ``p = inf`` no budget is shared and it
-                           is the KL. "kl": the KL everywhere (TRADES' inner loss for every p).
+                           is the KL. "redlr": the evaluation's ReDLR (label-based, like PGD's CE in Madry et al.'s
+                           training).
         :param sensitivity_weight: γ ≥ 0: add β·γ·eps·Υ to the loss, Υ the sensitivity (METHOD.md §2) of the KL at x',
                                    the first-order gain left to a further W_p step (costs a double backprop). Not
                                    under ``torch.distributed`` (``fit`` raises): Υ would be each rank's micro-batch's,
                                    not the global batch's.
+        :param outer_loss: "trades" (default): CE(f(x)) + β·KL(f(x) ‖ f(x')). "ce": the cross-entropy CE(f(x')) at the
+                           distributional adversary (β, and ``sensitivity_weight``, then unused).
+        :param pointwise_beta: β_pt ≥ 0 (default 6): the joint objective adds β_pt·KL(f(x) ‖ f(x'_pt)), with x'_pt
+                               TRADES' maximiser of the KL in each input's ground-norm ball of radius
+                               ``pointwise_eps`` (a second inner maximisation, as many steps). 0 leaves it out (the
+                               W-TRADES loss alone), and so does ``p = inf``, where the distributional term is
+                               TRADES' already. The total KL weight is then β + β_pt: in the study, pointwise TRADES
+                               with that weight did as well on W-AutoAttack (docs/experiments/wtrades.md).
+        :param pointwise_eps: ε of that term; default ``eps``.
         :param process_group: The ranks that train together under ``torch.distributed``: default the model's
                               group if it is a ``DistributedDataParallel`` wrapper, else the world group when
                               initialised; ``False``: none (not with a DDP model). Each step trains on a global
@@ -113,6 +143,7 @@ class TRADESSettings(ThreatKeywords, Trainer):
         self.finetune, self.weight_noise, self.last_layer = finetune, weight_noise, last_layer
         self.freeze_except_last, self.amp, self.kl_start_std = freeze_except_last, amp, kl_start_std
         self.eval_max_iter, self.inner_loss, self.sensitivity_weight = eval_max_iter, inner_loss, sensitivity_weight
+        self.outer_loss, self.pointwise_beta, self.pointwise_eps = outer_loss, pointwise_beta, pointwise_eps
         self.process_group, self.allow_large_eps = process_group, allow_large_eps
         #: The history, shuffling generator and frozen blocks of the epoch loop (:attr:`history` is its history).
         self._state = RunState()
@@ -130,8 +161,8 @@ class TRADESSettings(ThreatKeywords, Trainer):
             raise ValueError("`classifier` has no optimizer; pass one to PyTorchClassifier(optimizer=...).")
         self.check_threat()
         self.check_eps_plausible(self._classifier.clip_values, self._classifier.input_shape)
-        if self.method not in STEP_METHODS:
-            raise ValueError(f"`method` of the inner maximisation must be one of {STEP_METHODS}, got {self.method!r}.")
+        if self.method not in TRAIN_METHODS:
+            raise ValueError(f"`method` of the inner maximisation must be one of {TRAIN_METHODS}, got {self.method!r}.")
         check_number("beta", self.beta, low=0.0)
         if self.finetune is not None and self.finetune not in FINETUNE_MODES:
             raise ValueError(f"`finetune` must be None or one of {FINETUNE_MODES}, got {self.finetune!r}.")
@@ -147,6 +178,14 @@ class TRADESSettings(ThreatKeywords, Trainer):
         check_number("sensitivity_weight", self.sensitivity_weight, low=0.0)
         if self.inner_loss not in INNER_LOSSES:
             raise ValueError(f"`inner_loss` must be one of {INNER_LOSSES}, got {self.inner_loss!r}.")
+        if self.outer_loss not in OUTER_LOSSES:
+            raise ValueError(f"`outer_loss` must be one of {OUTER_LOSSES}, got {self.outer_loss!r}.")
+        if self.outer_loss == "ce" and self.sensitivity_weight > 0:
+            raise ValueError("`sensitivity_weight` > 0 penalises the KL of outer_loss='trades'; it has no term to "
+                             "act on with outer_loss='ce'.")
+        check_number("pointwise_beta", self.pointwise_beta, low=0.0)
+        if self.pointwise_eps is not None:
+            check_number("pointwise_eps", self.pointwise_eps, low=0.0)
         self._check_ddp()
 
     def _check_ddp(self) -> None:
@@ -176,6 +215,15 @@ class TRADESSettings(ThreatKeywords, Trainer):
     def _sync(self) -> RankSync:
         """The collectives of the ranks that train together: over ``process_group``, by default a DDP model's own."""
         return RankSync(training_group(self._classifier.model, self.process_group), self._device)
+
+    @property
+    def pointwise_threat(self) -> ThreatSpec | None:
+        """The joint objective's pointwise threat (TRADES' ℓ-ball of radius ``pointwise_eps``), or None when off
+        (``pointwise_beta`` = 0, or p = inf)."""
+        if self.pointwise_beta == 0 or self.ball.pointwise:
+            return None
+        eps = self.eps if self.pointwise_eps is None else self.pointwise_eps
+        return replace(self.threat, eps=eps, p=math.inf, method="wpgd", eps_step=None)
 
     @property
     def ball(self) -> WassersteinBall:

@@ -6,20 +6,22 @@ Per mini-batch B (METHOD.md §7)::
     x' ≈ argmax_{C(x', x) ≤ eps} (1/|B|) Σ KL(f(x_i) ‖ f(x'_i))
 
 The mini-batch is the distribution: its inputs share one W_p budget. The inner maximisation is the
-package's W-PGD (or W-PGD-Budget) on the KL loss, in eval mode, from x + 0.001·N(0, I); the outer step
-is in train mode, and, as in TRADES, the gradient flows through both the clean and the adversarial
-prediction of the KL term. With ``p = inf`` this is TRADES (Zhang et al., 2019) step for step.
+package's W-PGD, W-PGD-Budget or knapsack-informed PGD on the KL loss (or ReKL, ReDLR), in eval mode, from
+x + 0.001·N(0, I); the outer step is in train mode, and, as in TRADES, the gradient flows through both the clean
+and the adversarial prediction of the KL term. With ``p = inf`` this is TRADES (Zhang et al., 2019) step for step.
 
 Under ``torch.distributed`` the mini-batch is the global batch, the micro-batches of all ranks at one step
 together: the inner maximisation shares one budget across ranks (:mod:`art_wdat.core.reduce`), and the parameters
 get the gradient of the global batch's mean loss, from the trainer's own all-reduce for a plain module or from
 ``DistributedDataParallel`` for a wrapped one (whose forward the inner maximisation bypasses).
 
-By default (``inner_loss="rekl"``) the inner maximisation ascends the KL only on inputs that x' still
-classifies correctly, so that the shared budget is not spent on inputs already lost (the idea of ReDLR);
-on the tests' digits benchmark that is what makes W-TRADES beat pointwise TRADES on W-PGD accuracy, while
-the plain KL does not (see ``tests/test_finetune.py``). Everything of a batch stays on the estimator's
-device; statistics are read back once per epoch.
+The defaults are the configuration chosen by the fine-tuning study on two real robust CIFAR-10 models
+(``docs/experiments/wtrades.md``): the knapsack-informed inner solver (``method="knapsack"``: the batch's budget goes
+to the inputs cheapest to flip, by first-order flip costs), the KL as inner loss, and the joint objective, which adds
+a pointwise TRADES term β_pt·KL at the ℓ-ball of radius ``pointwise_eps`` (default ``eps``) with ``pointwise_beta=6``.
+That beat a pointwise-TRADES fine-tune with the same β on W-AutoAttack accuracy, but pointwise TRADES with the same
+total KL weight (β + β_pt) did as well: set ``pointwise_beta=0`` for the W-TRADES loss alone. Everything of a batch
+stays on the estimator's device; statistics are read back once per epoch.
 
 The trainer is put together from one module per job: its settings and their checks
 (:mod:`art_wdat.training.settings`), the objective of one batch (:mod:`art_wdat.training.objective`), the ranks'
@@ -89,7 +91,8 @@ class WassersteinTRADESTrainer(TRADESSettings):
         return WTradesObjective(
             classifier=self._classifier, threat=self.threat, forward=self._forward, set_train_mode=self._set_train_mode,
             reducer=self._sync.reducer, beta=self.beta, kl_start_std=self.kl_start_std, inner_loss=self.inner_loss,
-            sensitivity_weight=self.sensitivity_weight)
+            sensitivity_weight=self.sensitivity_weight, outer_loss=self.outer_loss, pointwise=self.pointwise_threat,
+            pointwise_beta=self.pointwise_beta)
 
     def _set_train_mode(self) -> None:
         """Train mode for the outer step, except frozen blocks (their batch-norm statistics stay fixed)."""
@@ -98,10 +101,10 @@ class WassersteinTRADESTrainer(TRADESSettings):
             block.eval()
 
     def inner_maximize(self, x: torch.Tensor, y: torch.Tensor | None = None, shard: Shard = None) -> torch.Tensor:
-        """The inner maximiser x' of the KL over the W_p ball around the batch ``x`` (model in eval mode).
+        """The inner maximiser x' of the inner loss over the W_p ball around the batch ``x`` (model in eval mode).
 
         :param x: A mini-batch on the estimator's device; it is one distribution with one budget.
-        :param y: Its labels (needed by ``inner_loss="rekl"`` only).
+        :param y: Its labels (needed by ``inner_loss`` "rekl" and "redlr" and by ``method="knapsack"``).
         :param shard: (offset, global size) when ``x`` is this rank's slice of a global batch.
         :return: x' with C(x', x) ≤ eps inside the clip box, detached.
         """

@@ -1,0 +1,91 @@
+"""Fine-tune a real adversarially trained CIFAR-10 model with W-TRADES and judge it with W-AutoAttack, end to end.
+
+The model is one of the two robust networks in ``../shared/models`` (stand-ins for RobustBench checkpoints), the data
+the JPEG copy of CIFAR-10 in ``../shared/data``; the example exits with a message when they are absent. Any
+``nn.Module`` on [0, 1] images works the same way (for a RobustBench model: ``art_wdat.zoo.load_robustbench``)::
+
+    python examples/finetune_shared_model.py --threads 2                  # resnet2b, 10,000 images, 1,000 judged
+    python examples/finetune_shared_model.py --model cnn_a_adv --n-train 49000
+    python examples/finetune_shared_model.py --quick                      # seconds: 256 images, 64 judged
+
+It fine-tunes with ``WassersteinTRADESTrainer``'s defaults (the configuration chosen in
+``docs/experiments/wtrades.md``), then evaluates the model before and after with the package's
+``evaluate``: clean accuracy, AutoAttack (the ``autoattack`` package) at ε = 2/255 and W-AutoAttack at δ = 2/255
+(p = 2, ground ℓ∞). ``bench/finetune_study.py`` is the full study, with the pointwise-TRADES control and seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from art_wdat import WassersteinTRADESTrainer
+from art_wdat.cli.threads import add_threads_argument, set_threads
+from art_wdat.evaluation import EvaluationSettings, evaluate
+from art_wdat.zoo import make_classifier
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+DELTA = 2 / 255
+
+
+def load_split(n_train: int, n_test: int) -> tuple[np.ndarray, ...]:
+    """Fine-tuning and test images in [0, 1] from the JPEG CIFAR-10 (stored by class: shuffled with seed 0)."""
+    data = np.load(SHARED / "data" / "cifar10_jpeg.npz")
+    train = np.random.default_rng(0).permutation(len(data["y_train"]))[:n_train]
+    test = np.random.default_rng(0).permutation(len(data["y_test"]))[:n_test]
+    return (data["x_train"][train] / np.float32(255), data["y_train"][train].astype(np.int64),
+            data["x_test"][test] / np.float32(255), data["y_test"][test].astype(np.int64))
+
+
+def judge(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, quick: bool) -> dict[str, float]:
+    """Clean, AutoAttack at ε = δ and W-AutoAttack at δ, from the package's evaluation."""
+    clf = make_classifier(model, (3, 32, 32), 10)
+    settings = EvaluationSettings(max_iter=5 if quick else 100, autoattack_max_iter=5 if quick else None)
+    result = evaluate(clf, x, y, [DELTA], attacks=("autoattack", "wauto"), settings=settings)
+    attacks = result.budgets[0].attacks
+    return {"clean": result.clean_accuracy, "AutoAttack": attacks["autoattack"].accuracy,
+            "W-AutoAttack": attacks["wauto"].accuracy}
+
+
+def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", choices=("resnet2b", "cnn_a_adv"), default="resnet2b")
+    ap.add_argument("--n-train", type=int, default=10000)
+    ap.add_argument("--n-test", type=int, default=1000)
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--lr", type=float, default=0.002)
+    ap.add_argument("--quick", action="store_true", help="256 training and 64 test images, few iterations")
+    add_threads_argument(ap)
+    args = ap.parse_args(argv)
+    set_threads(args.threads)
+    if not (SHARED / "models" / "zoo.py").is_file():
+        print(f"{SHARED} is absent: this example needs the shared models and data; nothing to do.")
+        return {}
+    if args.quick:
+        args.n_train, args.n_test, args.epochs = 256, 64, 1
+    sys.path.insert(0, str(SHARED / "models"))
+    import zoo  # type: ignore[import-not-found]  # ../shared/models/zoo.py
+
+    model = zoo.load(args.model)
+    x_train, y_train, x_test, y_test = load_split(args.n_train, args.n_test)
+    before = judge(model, x_test, y_test, args.quick)
+
+    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9)
+    clf = make_classifier(model, (3, 32, 32), 10, optimizer=optimizer)
+    trainer = WassersteinTRADESTrainer(clf, eps=DELTA, max_iter=2 if args.quick else 5)  # the defaults otherwise
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs)
+    trainer.fit(x_train, y_train, batch_size=128, nb_epochs=args.epochs, scheduler=scheduler, seed=0)
+    after = judge(model, x_test, y_test, args.quick)
+
+    print(f"{args.model}, {args.n_train} fine-tuning images, {args.n_test} test images, δ = ε = 2/255 (p = 2, ℓ∞)")
+    for key in before:
+        print(f"  {key:13s} {before[key]:.3f} -> {after[key]:.3f} ({100 * (after[key] - before[key]):+.1f} points)")
+    return {"before": before, "after": after}
+
+
+if __name__ == "__main__":
+    main()
