@@ -214,7 +214,7 @@ def test_variants_train(digits, method, inner, outer):
 @pytest.mark.parametrize("kwargs, name", [
     ({"outer_loss": "mse"}, "outer_loss"), ({"pointwise_beta": -1.0}, "pointwise_beta"),
     ({"pointwise_eps": -0.1}, "pointwise_eps"), ({"outer_loss": "ce", "sensitivity_weight": 1.0}, "sensitivity_weight"),
-    ({"method": "auto"}, "method"), ({"inner_loss": "dlr"}, "inner_loss"),
+    ({"method": "auto"}, "method"), ({"inner_loss": "dlr"}, "inner_loss"), ({"pointwise_eps": 8.0}, "pointwise_eps"),
 ])
 def test_bad_variant_parameters_are_named(kwargs, name):
     with pytest.raises(ValueError, match=f"`{name}`"):

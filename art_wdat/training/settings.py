@@ -18,7 +18,7 @@ import torch
 from art.defences.trainer.trainer import Trainer
 
 from art_wdat.attacks import estimator as est
-from art_wdat.attacks.spec import NormLike, ThreatKeywords, ThreatSpec
+from art_wdat.attacks.spec import NormLike, ThreatKeywords, ThreatSpec, check_eps_scale
 from art_wdat.core.engine import AttackConfig
 from art_wdat.core.reduce import ProcessGroupLike
 from art_wdat.core.threat import WassersteinBall
@@ -186,6 +186,9 @@ class TRADESSettings(ThreatKeywords, Trainer):
         check_number("pointwise_beta", self.pointwise_beta, low=0.0)
         if self.pointwise_eps is not None:
             check_number("pointwise_eps", self.pointwise_eps, low=0.0)
+            if not self.allow_large_eps:  # the same scale check as eps (8 where 8/255 was meant)
+                check_eps_scale(self.pointwise_eps, self.norm, self._classifier.clip_values,
+                                self._classifier.input_shape, name="`pointwise_eps`")
         self._check_ddp()
 
     def _check_ddp(self) -> None:
