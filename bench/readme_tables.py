@@ -3,6 +3,7 @@
     python bench/readme_tables.py demo                 # the main job's before/after table (about 3 min, 1 thread)
     python bench/readme_tables.py strength FILE.json   # the side-by-side on the shared robust models, from a
                                                        # bench/strength.py --out file (run on any device)
+    python bench/readme_tables.py perf FILE.json ...   # the Performance table, from bench/run.py result files
 
 Every table is printed under a provenance line: CPU model and cores (or the GPU), torch threads, and the versions of
 Python, torch, ART and numpy. On one machine with the same threads and versions the numbers repeat exactly; what may
@@ -79,6 +80,25 @@ def strength_table(path: Path) -> str:
     return head + "\n\n" + "\n".join(rows)
 
 
+def perf_table(paths: list[Path]) -> str:
+    """The README's Performance table from ``bench/run.py`` result files, each model's rows under the line naming
+    the machine, threads, versions and sizes they were measured with."""
+    blocks = []
+    for path in paths:
+        d = json.loads(path.read_text())
+        where = d.get("cpu") or d["machine"]
+        head = (f"Machine: {where} ({d['device']}), {d['date']}; torch threads {d['threads']}; torch {d['torch']}; "
+                f"data {d['data']}, N = {d['n']}, T = {d['max_iter']}, batch {d['batch_size']}, {d['repeats']} "
+                "repeats.")
+        rows = ["| model | measure | median | min–max | target | verdict |", "|---|---|---|---|---|---|"]
+        for r in d["rows"]:
+            lo, hi = min(r["ratios"]), max(r["ratios"])
+            rows.append(f"| {r['model']} | {r['name']} | {r['median']:.2f} | {lo:.2f}–{hi:.2f} | {r['target'] or '—'} "
+                        f"| {r['verdict']} |")
+        blocks.append(head + "\n\n" + "\n".join(rows))
+    return "\n\n".join(blocks)
+
+
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(prog="readme_tables.py", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="table", required=True)
@@ -86,8 +106,13 @@ def main(argv: list[str] | None = None) -> str:
     demo.add_argument("--quick", action="store_true", help="seconds-long settings (for tests)")
     strength = sub.add_parser("strength", help="the side-by-side on the shared robust models")
     strength.add_argument("results", type=Path, help="a bench/strength.py --out JSON file")
+    perf = sub.add_parser("perf", help="the Performance table from bench/run.py result files")
+    perf.add_argument("results", type=Path, nargs="+", help="bench/results/<date>-<device>.json files of bench/run.py")
     args = parser.parse_args(argv)
-    text = demo_table(args.quick) if args.table == "demo" else strength_table(args.results)
+    if args.table == "demo":
+        text = demo_table(args.quick)
+    else:
+        text = strength_table(args.results) if args.table == "strength" else perf_table(args.results)
     print(text)
     return text
 

@@ -30,6 +30,10 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+from readme_tables import cpu_model  # noqa: E402  (bench/readme_tables.py: the CPU's model name for the results)
+
 SHARED_CIFAR = ROOT.parent / "shared" / "data" / "cifar10_subset.npz"
 EPS = 8 / 255
 
@@ -303,7 +307,7 @@ def run(args) -> dict:
             rows += scaling_row(name, args)
     return {"date": date.today().isoformat(), "device": args.device, "data": source, "n": args.n,
             "max_iter": args.max_iter, "batch_size": args.batch_size, "repeats": args.repeats,
-            "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
+            "torch": torch.__version__, "machine": platform.processor() or platform.machine(), "cpu": cpu_model(),
             "threads": torch.get_num_threads(), "rows": [asdict(r) | {"median": r.median, "verdict": r.verdict()}
                                                          for r in rows], "_rows": rows}
 

@@ -32,3 +32,13 @@ def test_demo_table_names_one_thread_and_the_versions():
     first = text.splitlines()[0]
     assert first.startswith("Machine: ") and "torch threads 1;" in first and "ART " in first
     assert "| budget δ | quantity |" in text and "W-AutoAttack" in text
+
+
+def test_perf_table_is_the_run_files_under_their_machine():
+    files = sorted((ROOT / "bench" / "results").glob("2026-11-25-cpu-*.json"))
+    text = _script().main(["perf", *map(str, files)])
+    heads = [line for line in text.splitlines() if line.startswith("Machine: ")]
+    assert len(heads) == len(files) and all("torch threads 1" in h for h in heads)
+    for path in files:
+        for row in json.loads(path.read_text())["rows"]:
+            assert f"| {row['model']} | {row['name']} | {row['median']:.2f} |" in text
