@@ -14,12 +14,17 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import sys
 import tempfile
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from readme_tables import provenance  # noqa: E402  (bench/readme_tables.py: machine, threads and versions)
 
 
 def _worker(rank: int, world: int, rendezvous: str, iters: int, out: str) -> None:
@@ -104,6 +109,7 @@ def main(argv=None) -> dict:
         with open(f"{tmp}/out.json") as f:
             result = json.load(f)
     us = result["us_per_scalar_all_reduce"]
+    print(provenance(threads=torch.get_num_threads()))
     print(f"gloo, {args.world} processes on this machine: {us:.1f} µs per scalar all_reduce")
     print("| method | all_reduce calls / iteration | bytes / iteration | gloo µs / iteration (est.) |")
     print("|---|---|---|---|")
