@@ -2,11 +2,12 @@
 
 The model is one of the two robust networks in ``../shared/models`` (stand-ins for RobustBench checkpoints), the data
 the JPEG copy of CIFAR-10 in ``../shared/data``; the example exits with a message when they are absent. Any
-``nn.Module`` on [0, 1] images works the same way (for a RobustBench model: ``art_wdat.zoo.load_robustbench``)::
+``nn.Module`` on [0, 1] images works the same way (for a RobustBench model: ``art_wdat.zoo.load_robustbench``).
+"Here" is the project's 2-core CPU machine (Intel Xeon), other jobs running::
 
     python examples/finetune_shared_model.py --threads 2                  # resnet2b, 10,000 images, 1,000 judged
     python examples/finetune_shared_model.py --model cnn_a_adv --n-train 49000
-    python examples/finetune_shared_model.py --quick                      # seconds: 256 images, 64 judged
+    python examples/finetune_shared_model.py --quick --threads 1          # 256 images, 64 judged: 22 s here
 
 It fine-tunes with ``WassersteinTRADESTrainer``'s defaults (the configuration chosen in
 ``docs/experiments/wtrades.md``), then evaluates the model before and after with the package's
