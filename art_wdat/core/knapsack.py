@@ -64,7 +64,8 @@ def _scaled_powers(sorted_costs: torch.Tensor, p: float) -> tuple[torch.Tensor, 
     Scaling keeps large ``p`` from overflowing (ℓ1 costs of images are in the thousands); the budget is
     scaled the same way by the caller. +inf costs give +inf sums, which no budget affords.
     """
-    finite = sorted_costs[torch.isfinite(sorted_costs)]
+    # Masked, not indexed: a boolean index has a data-dependent shape and would sync the host.
+    finite = torch.where(torch.isfinite(sorted_costs), sorted_costs, torch.zeros_like(sorted_costs))
     m = finite.max() if finite.numel() else sorted_costs.new_ones(())
     m = torch.where(m > 0, m, torch.ones_like(m))
     return (sorted_costs / m).pow(p).cumsum(0), m
@@ -81,14 +82,14 @@ def affordable_count(sorted_costs: torch.Tensor, p: float, eps: torch.Tensor, n_
     """
     eps = eps.double()
     # Never-flipped inputs (+inf) are never affordable, not even for an infinite (or overflowing) budget.
-    n_finite = int(torch.isfinite(sorted_costs).sum())
+    n_finite = torch.isfinite(sorted_costs).sum()
     if math.isinf(p):
         k = torch.searchsorted(sorted_costs, eps.reshape(-1), right=True)
     else:
         cums, m = _scaled_powers(sorted_costs, p)
         # cums is non-decreasing (c^p ≥ 0), so the affordable prefixes are found by one binary search.
         k = torch.searchsorted(cums, (n_total * (eps / m).pow(p)).reshape(-1), right=True)
-    return k.clamp_max(n_finite).reshape(eps.shape)
+    return torch.minimum(k, n_finite).reshape(eps.shape)
 
 
 def select_cheapest(costs: torch.Tensor, p: float, eps: float, reducer: Reducer = LOCAL) -> torch.Tensor:
@@ -106,11 +107,17 @@ def select_cheapest(costs: torch.Tensor, p: float, eps: float, reducer: Reducer 
     :return: Boolean mask (N,) of this rank's selected inputs.
     """
     _check(costs, p)
+    return _cheapest(costs, p, eps, reducer)
+
+
+def _cheapest(costs: torch.Tensor, p: float, eps: float, reducer: Reducer) -> torch.Tensor:
+    """:func:`select_cheapest` without the checks, and without a host sync on one process (the training step's)."""
     all_costs, offset = gather_costs(costs, reducer)
     order = torch.sort(all_costs, stable=True).indices
     k = affordable_count(all_costs[order], p, all_costs.new_tensor(float(eps)), all_costs.numel())
-    chosen = torch.zeros(all_costs.numel(), dtype=torch.bool, device=all_costs.device)
-    chosen[order[:int(k)]] = True
+    # The first k in sorted order, marked through the permutation: no `order[:k]`, whose length would need k.
+    chosen = torch.empty(all_costs.numel(), dtype=torch.bool, device=all_costs.device)
+    chosen[order] = torch.arange(all_costs.numel(), device=all_costs.device) < k
     return chosen[offset:offset + costs.numel()]
 
 
@@ -188,7 +195,7 @@ def knapsack_budgets(costs: torch.Tensor, p: float, eps: float, reducer: Reducer
     c = costs.double()
     if math.isinf(p):
         return torch.full_like(c, float(eps))
-    chosen = select_cheapest(c, p, eps, reducer) & (c > 0)
+    chosen = _cheapest(c, p, eps, reducer) & (c > 0)  # costs from the caller's own computation: no checks
     all_costs, offset = gather_costs(c, reducer)
     n = all_costs.numel()
     # Fallback when nothing of positive cost is affordable: the cheapest positive input (lowest global index on

@@ -150,9 +150,12 @@ class WTradesObjective:
         with est.eval_mode(self.classifier):
             if threat.method == "knapsack" and not threat.ball.pointwise:
                 assert y is not None
-                cfg = replace(cfg, budgets=self.knapsack_budgets(evaluate, x, y, threat))
-            with torch.no_grad():
-                clean_probs = F.softmax(evaluate(x), dim=1)
+                budgets, clean_logits = self.knapsack_budgets(evaluate, x, y, threat)
+                cfg = replace(cfg, budgets=budgets)
+            else:
+                with torch.no_grad():
+                    clean_logits = evaluate(x)
+            clean_probs = F.softmax(clean_logits, dim=1)
             target = y if loss == "redlr" else clean_probs
             assert target is not None
             x_adv, _ = run_distribution_attack(evaluate, x, target, cfg, start=lambda z: self.kl_start(z, shard),
@@ -161,13 +164,15 @@ class WTradesObjective:
         return x_adv.detach()
 
     def knapsack_budgets(self, evaluate: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor,
-                         threat: ThreatSpec) -> torch.Tensor:
+                         threat: ThreatSpec) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-input budgets of the knapsack-informed solver: the batch's budget spent on the inputs cheapest to
-        flip, by their first-order flip costs (one forward and backward pass)."""
+        flip, by their first-order flip costs (one forward and backward pass); and the clean logits of that
+        forward pass, detached (the inner loss's clean prediction, so that x is not evaluated twice)."""
         ball = threat.ball
         z = x.detach().requires_grad_(True)
-        costs = first_order_flip_costs(evaluate(z), z, y, ball.dual)
-        return knapsack_budgets(costs, ball.p, ball.eps, self.reducer)
+        logits = evaluate(z)
+        costs = first_order_flip_costs(logits, z, y, ball.dual)
+        return knapsack_budgets(costs, ball.p, ball.eps, self.reducer), logits.detach()
 
     def loss_terms(self, x: torch.Tensor, y: torch.Tensor, shard: Shard = None) -> LossTerms:
         """The W-TRADES loss of one batch in train mode, differentiable in the parameters.
