@@ -109,3 +109,28 @@ def test_trainer_refuses_the_evaluation_only_method(digits_clf):
     clf = wrap(model, optimizer=torch.optim.SGD(model.parameters(), lr=0.01))
     with pytest.raises(ValueError, match="method"):
         WassersteinTRADESTrainer(clf, eps=0.1, method="auto")
+
+
+@pytest.mark.parametrize(("norm", "eps"), [(np.inf, 0.05), (2, 0.5)])
+def test_at_p_inf_auto_is_never_weaker_than_the_packages_apgd(digits_clf, held_out, norm, eps):
+    """At p = ∞ (the pointwise threat) W-AutoAttack holds the package's APGD-CE + APGD-DLR at ε = δ as a candidate,
+    so it is at least as strong as that APGD run by the package itself with the same seed and iterations."""
+    from art_wdat.evaluation.autoattack import set_iterations
+    from art_wdat.zoo.robustbench_compat import ensure_autoattack_alias
+
+    x, y = held_out
+    max_iter = 10
+    auto = WassersteinDistributionalAttack(digits_clf, eps=eps, p=np.inf, norm=norm, method="auto", max_iter=max_iter,
+                                           batch_size=64, verbose=False)
+    x_auto = auto.generate(x, y)
+    assert _cost(x_auto, x, math.inf, float(norm)) <= eps * (1 + 1e-6)
+    assert set(auto.last_result_.components) == {"knapsack", "wpgd", "budget", "apgd"}
+    package = ensure_autoattack_alias()
+    adversary = package.AutoAttack(digits_clf.model.eval(), norm="Linf" if norm == np.inf else "L2", eps=eps,
+                                   version="custom", attacks=["apgd-ce", "apgd-dlr"], seed=0, device="cpu")
+    adversary.apgd.n_restarts = 1
+    set_iterations(adversary, max_iter)
+    x_apgd, _ = adversary.run_standard_evaluation(torch.from_numpy(x), torch.from_numpy(y), batch_size=64)
+    acc_apgd = _accuracy(digits_clf, x_apgd.numpy(), y)
+    assert auto.last_result_.components["apgd"].accuracy == pytest.approx(acc_apgd, abs=1e-12)
+    assert _accuracy(digits_clf, x_auto, y) <= acc_apgd + 1e-12

@@ -26,6 +26,8 @@ Preprocessing follows ART's own conventions, so that gradients here are the ones
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, TypeGuard
@@ -163,6 +165,50 @@ class _NumpyPreprocessing(torch.autograd.Function):
         with torch.enable_grad():
             grad_x = ctx.estimator._apply_preprocessing_gradient(ctx.x_np, grad_np, fit=False)
         return torch.tensor(np.asarray(grad_x), dtype=grad.dtype, device=grad.device), None
+
+
+def fingerprint(estimator: PyTorchClassifier) -> str:
+    """A digest of what the estimator's forward pass computes: the network's structure (its ``repr``), every
+    parameter and buffer (names, dtypes, shapes and bytes) and the preprocessing chain with its settings (each
+    operation's ``params``).
+
+    Caches of results that depend on the model (W-AutoAttack's flip costs) key on it, so that they are never
+    served to another model state: a fine-tuning step, ``load_state_dict`` or an in-place edit changes it.
+    """
+    # Hashing the bytes rather than (id(tensor), tensor._version) pairs: writes through ``.data`` (optimisers,
+    # checkpoint code) do not bump ``_version``, and a freed tensor's id is reused by the next one. The bytes are
+    # the state itself, and reading them once costs milliseconds for a CIFAR ResNet: nothing beside a flip-cost
+    # pass, which takes thousands of forward and backward passes.
+    digest = hashlib.sha1()
+    module = unwrap(estimator.model)
+    digest.update(repr(module).encode())
+    for name, tensor in itertools.chain(module.named_parameters(), module.named_buffers()):
+        _digest_value(digest, name, tensor)
+    for number, operation in enumerate(estimator.preprocessing_operations):
+        digest.update(f"{number}:{type(operation).__qualname__}".encode())
+        # ART's declared settings (``params``), not the instance's attributes: those include lazily built caches.
+        for name in getattr(operation, "params", []):
+            _digest_value(digest, name, getattr(operation, name, None))
+    return digest.hexdigest()
+
+
+def _digest_value(digest: hashlib._Hash, name: str, value: object) -> None:
+    """Add ``name`` and ``value`` to ``digest``: arrays and tensors by their bytes, plain values by their repr,
+    other objects by their type (a preprocessor's helper objects do not change what it computes)."""
+    digest.update(name.encode())
+    if isinstance(value, torch.Tensor):
+        flat = value.detach().cpu().reshape(-1)
+        # A one-element slice counts as contiguous with any stride, which ``view`` as bytes refuses.
+        flat = flat if flat.stride(0) == 1 else torch.empty(flat.shape, dtype=flat.dtype).copy_(flat)
+        digest.update(f"{flat.dtype}{tuple(value.shape)}".encode())
+        digest.update(flat.view(torch.uint8).numpy().tobytes())
+    elif isinstance(value, np.ndarray) and value.dtype != object:
+        digest.update(f"{value.dtype}{value.shape}".encode())
+        digest.update(value.tobytes())
+    elif isinstance(value, (bool, int, float, complex, str, bytes, tuple, list, type(None))):
+        digest.update(repr(value).encode())
+    else:
+        digest.update(type(value).__qualname__.encode())
 
 
 def clip_box(estimator: PyTorchClassifier, device: torch.device) -> Clip | None:

@@ -42,7 +42,8 @@ if TYPE_CHECKING:
 Forward = Callable[[torch.Tensor], torch.Tensor]
 MinNormMethod = Literal["fab", "fab-t", "apgd", "fab+apgd"]
 MIN_NORM_METHODS: tuple[str, ...] = get_args(MinNormMethod)
-_AA_NORM = {math.inf: "Linf", 2.0: "L2", 1.0: "L1"}
+#: The ``autoattack`` package's names of the ground norms.
+AA_NORMS = {math.inf: "Linf", 2.0: "L2", 1.0: "L1"}
 #: First radius the bisection tries where no upper bound is known (doubled until a point is found).
 _START_RADIUS = {math.inf: 8 / 255, 2.0: 0.5, 1.0: 8.0}
 #: A point counts as misclassified when its margin exceeds this fraction of its largest |logit| (at least 1):
@@ -151,7 +152,7 @@ def verify(forward: Forward, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tens
     return FlipCosts(costs, torch.where(view, x_adv, x), correct)
 
 
-def _autoattack(submodule: str) -> ModuleType:
+def autoattack_module(submodule: str) -> ModuleType:
     """``autoattack.<submodule>``: the installed package, or robustbench's ``pyautoattack`` under that name."""
     from art_wdat.zoo.robustbench_compat import ensure_autoattack_alias
 
@@ -171,7 +172,7 @@ def _seeded(seed: int, device: torch.device) -> Iterator[None]:
 def _fab(forward: Forward, x: torch.Tensor, y: torch.Tensor, norm: float, *, n_iter: int, restarts: int,
          targets: int, seed: int) -> FlipCosts:
     """FAB (``targets`` = 0) or FAB-T against the ``targets`` most likely other classes, best point kept."""
-    fab = _autoattack("fab_pt").FABAttack_PT(forward, norm=_AA_NORM[norm], n_restarts=1, n_iter=n_iter, seed=seed,
+    fab = autoattack_module("fab_pt").FABAttack_PT(forward, norm=AA_NORMS[norm], n_restarts=1, n_iter=n_iter, seed=seed,
                        targeted=targets > 0, device=x.device, n_target_classes=max(targets, 1))
     best = verify(forward, x, x, y, norm)
     todo = best.correct.nonzero().flatten()
@@ -195,7 +196,7 @@ def _apgd_bisection(forward: Forward, x: torch.Tensor, y: torch.Tensor, norm: fl
     Where no upper bound is known the radius starts at a norm-dependent guess and doubles.
     """
     n_classes = int(forward(x[:1]).shape[1]) if x.shape[0] else 3
-    apgd = _autoattack("autopgd_base").APGDAttack(forward, n_iter=n_iter, norm=_AA_NORM[norm], eps=1.0, seed=seed,
+    apgd = autoattack_module("autopgd_base").APGDAttack(forward, n_iter=n_iter, norm=AA_NORMS[norm], eps=1.0, seed=seed,
                       loss="dlr" if n_classes > 2 else "ce", device=x.device)
     apgd.init_hyperparam(x)
     best = start
@@ -239,7 +240,7 @@ def min_norm_costs(forward: Forward, x: torch.Tensor, y: torch.Tensor, *, norm: 
     """
     if method not in MIN_NORM_METHODS:
         raise ValueError(f"`method` must be one of {MIN_NORM_METHODS}, got {method!r}.")
-    if norm not in _AA_NORM or ("apgd" in method and norm == 1.0):
+    if norm not in AA_NORMS or ("apgd" in method and norm == 1.0):
         raise ValueError(f"`norm`={norm!r} is not supported by method {method!r}.")
     parts = []
     for i in range(0, x.shape[0], batch_size):

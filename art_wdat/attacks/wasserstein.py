@@ -8,6 +8,7 @@ Numpy comes in once and goes out once; in between everything runs in torch on th
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -28,11 +29,12 @@ from art_wdat.attacks.auto import (
     best_candidate,
     component_results,
     is_unit_box,
+    run_apgd,
     run_knapsack,
     score,
     timed,
 )
-from art_wdat.attacks.flip_costs import MIN_NORM_METHODS, MinNormMethod
+from art_wdat.attacks.flip_costs import MIN_NORM_METHODS, FlipCosts, MinNormMethod
 from art_wdat.attacks.spec import STEP_METHODS, Method, NormLike, ThreatKeywords, ThreatSpec
 from art_wdat.core.engine import AttackConfig, AttackTrace, Clip, run_distribution_attack
 from art_wdat.core.losses import LossFn, resolve_loss
@@ -67,6 +69,8 @@ class AttackResult:
     :ivar flip_costs: For "knapsack" and "auto": the verified flip cost of every input (0 if misclassified
         already, inf if none was found); :func:`art_wdat.core.knapsack.robust_accuracy_curve` turns them into the
         accuracy of the knapsack at every budget.
+    :ivar flip_cost_seconds: Wall time of the flip-cost pass in this call: 0 when the costs came from the
+        attack's :class:`~art_wdat.attacks.auto.FlipCostCache` (or the method needs none).
     """
 
     cost: float
@@ -81,6 +85,7 @@ class AttackResult:
     method: str = ""
     components: dict[str, ComponentResult] = field(default_factory=dict)
     flip_costs: np.ndarray | None = None
+    flip_cost_seconds: float = 0.0
 
 
 class WassersteinDistributionalAttack(ThreatKeywords, EvasionAttack):
@@ -121,6 +126,7 @@ class WassersteinDistributionalAttack(ThreatKeywords, EvasionAttack):
         max_device_bytes: int | None = None,
         verbose: bool = True,
         allow_large_eps: bool = False,
+        flip_cost_cache: FlipCostCache | None = None,
     ) -> None:
         """
         :param estimator: An ART ``PyTorchClassifier``. PyTorch preprocessing is differentiated by autograd; a numpy
@@ -131,7 +137,8 @@ class WassersteinDistributionalAttack(ThreatKeywords, EvasionAttack):
         :param method: "wpgd" (steepest ascent of the whole distribution), "budget" (W-PGD-Budget: allocate
                        δ_i from the sensitivity, then pointwise PGD in each input's own ball), "knapsack" (flip the
                        inputs of smallest verified flip cost first, then W-PGD with what is left) or "auto"
-                       (W-AutoAttack: the strongest of the three; see :mod:`art_wdat.attacks.auto`). "knapsack" and
+                       (W-AutoAttack: the strongest of the three, and at p = inf of the ``autoattack`` package's
+                       APGD-CE + APGD-DLR at ε = eps; see :mod:`art_wdat.attacks.auto`). "knapsack" and
                        "auto" need ``clip_values`` (0, 1) and labels, and are untargeted.
         :param max_iter: Number of steps; 1 is W-FGSM.
         :param eps_step: Step size α of each iteration (for "budget": α·δ_i/eps per input). Default
@@ -158,6 +165,10 @@ class WassersteinDistributionalAttack(ThreatKeywords, EvasionAttack):
         :param verbose: Show a progress bar.
         :param allow_large_eps: Accept an ``eps`` beyond the box ``clip_values`` (ℓ∞: half its range; ℓ2, ℓ1: its
                                 diameter), which is refused by default as a budget on the wrong scale (8 for 8/255).
+        :param flip_cost_cache: Where "knapsack" and "auto" keep their flip costs: pass one cache to several attacks
+                                (e.g. one per budget or per p, as :func:`~art_wdat.evaluation.evaluate` does) to
+                                compute the costs of the same model and inputs once. Default: this attack's own.
+                                Not an ART attack parameter: it holds no setting of the attack.
         :raises ValueError: also when the model does not return ``nb_classes`` outputs (one forward pass here).
         """
         est.require_pytorch_classifier(estimator, type(self).__name__)
@@ -180,7 +191,7 @@ class WassersteinDistributionalAttack(ThreatKeywords, EvasionAttack):
         self.verbose = verbose
         self.allow_large_eps = allow_large_eps
         self.last_result_: AttackResult | None = None
-        self._flip_costs = FlipCostCache()
+        self._flip_costs = flip_cost_cache if flip_cost_cache is not None else FlipCostCache()
         self._check_params()
         est.check_nb_classes(estimator, type(self).__name__)
 
@@ -265,26 +276,49 @@ class WassersteinDistributionalAttack(ThreatKeywords, EvasionAttack):
                                        reducer=self.reducer(), verbose=self.verbose, device=device)
 
     def _search(self, x: torch.Tensor, y: torch.Tensor, clip: Clip | None) -> tuple[torch.Tensor, AttackResult]:
-        """Method "knapsack"; or "auto": the knapsack, W-PGD and W-PGD-Budget, the one with fewest correct returned."""
+        """Method "knapsack"; or "auto": the knapsack, W-PGD, W-PGD-Budget (and at p = ∞ APGD at ε = δ), the one
+        with fewest correct returned."""
         if not is_unit_box(clip):
             raise ValueError(f"`method`={self.method!r} needs an estimator with clip_values=(0, 1): the flip-cost "
                              "solvers work in [0, 1].")
         forward, reducer, threat = est.forward_fn(self.estimator), self.reducer(), self.threat
         cfg = self.config(threat=threat.stepping("wpgd"))
-        x_k, costs, seconds = run_knapsack(forward, x, y, threat, self._flip_costs, solver=self.min_norm, clip=clip,
-                                           batch_size=self.batch_size, reducer=reducer, loss_fn=cfg.loss_fn)
-        candidates = [Candidate("knapsack", x_k, score(forward, x_k, y, cfg, reducer), None, seconds)]
-        for name in AUTO_STEP_METHODS if self.method == "auto" else ():
-            x_m, trace, seconds = timed(partial(self._engine, x, y, threat.stepping(name), clip, x.device))
-            candidates.append(Candidate(name, x_m, score(forward, x_m, y, cfg, reducer), trace, seconds))
+        costs, cost_seconds = self._costs(x, y)
+        x_k, seconds = run_knapsack(forward, x, y, threat, costs, clip=clip, batch_size=self.batch_size,
+                                    reducer=reducer, loss_fn=cfg.loss_fn)
+        candidates = [Candidate("knapsack", x_k, score(forward, x_k, y, cfg, reducer), None, seconds + cost_seconds)]
+        if self.method == "auto":
+            candidates += self._auto_candidates(x, y, clip, cfg)
         best = best_candidate(candidates)
         (n,) = reduce_floats(reducer, [float(x.shape[0])], x.device)
         trace = best.trace or _endpoints(score(forward, x, y, cfg, reducer), best.score, n)
         result = self._result(x, best.x_adv, trace, best.name)
-        result.flip_costs = costs.costs.cpu().numpy()
+        result.flip_costs, result.flip_cost_seconds = costs.costs.cpu().numpy(), cost_seconds
         if self.method == "auto":
             result.components = component_results(candidates, x, threat, n, self.targeted, reducer)
         return best.x_adv, result
+
+    def _costs(self, x: torch.Tensor, y: torch.Tensor) -> tuple[FlipCosts, float]:
+        """The flip costs of (x, y) from the cache, keyed by the estimator's state; (costs, seconds spent here)."""
+        return self._flip_costs.costs(est.forward_fn(self.estimator), x, y, self.ball.norm, self.min_norm,
+                                      model=est.fingerprint(self.estimator))
+
+    def _auto_candidates(self, x: torch.Tensor, y: torch.Tensor, clip: Clip | None,
+                         cfg: AttackConfig) -> list[Candidate]:
+        """W-AutoAttack's candidates after the knapsack: W-PGD, W-PGD-Budget and, at p = ∞, APGD at ε = δ (last, so
+        it wins only when strictly better), each scored with ``cfg``'s loss."""
+        forward, reducer, threat = est.forward_fn(self.estimator), self.reducer(), self.threat
+        out = []
+        for name in AUTO_STEP_METHODS:
+            x_m, trace, seconds = timed(partial(self._engine, x, y, threat.stepping(name), clip, x.device))
+            out.append(Candidate(name, x_m, score(forward, x_m, y, cfg, reducer), trace, seconds))
+        if self.ball.pointwise:
+            start = time.perf_counter()
+            x_a = run_apgd(forward, x, y, threat, n_iter=self.max_iter, n_classes=self.estimator.nb_classes,
+                           batch_size=self.batch_size)
+            out.append(Candidate("apgd", x_a, score(forward, x_a, y, cfg, reducer), None,
+                                 time.perf_counter() - start))
+        return out
 
     def _storage_device(self, device: torch.device, x_bytes: int) -> torch.device:
         """Where x and its companions live: on the device if they fit in ``max_device_bytes``, else the host."""

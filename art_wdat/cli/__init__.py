@@ -9,9 +9,10 @@ mismatch) end as one line on stderr and exit status 2; ``--debug`` re-raises.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from art_wdat.cli.commands import cmd_demo, cmd_evaluate, cmd_finetune
 from art_wdat.cli.loading import (
@@ -26,9 +27,13 @@ from art_wdat.cli.loading import (
 from art_wdat.cli.parser import EXIT_USAGE, PROG, build_parser, parse_budgets, parse_number
 from art_wdat.validation import error_line
 
-__all__ = ["DEMO_MODEL", "EXIT_USAGE", "PROG", "USER_ERRORS", "LoadedModel", "build_parser", "check_compatible",
-           "check_model_spec", "cmd_demo", "cmd_evaluate", "cmd_finetune", "load_data", "load_model", "main",
-           "parse_budgets", "parse_number", "shard"]
+__all__ = ["COMMANDS", "DEMO_MODEL", "EXIT_USAGE", "PROG", "USER_ERRORS", "LoadedModel", "build_parser",
+           "check_compatible", "check_model_spec", "cmd_demo", "cmd_evaluate", "cmd_finetune", "load_data",
+           "load_model", "main", "parse_budgets", "parse_number", "shard"]
+
+#: The handler of each command (the parser names the command; the handlers import the parser's types).
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"demo": cmd_demo, "evaluate": cmd_evaluate,
+                                                            "finetune": cmd_finetune}
 
 #: Exceptions reported as one line (anything else is a bug: traceback).
 USER_ERRORS = (ValueError, TypeError, FileNotFoundError, OSError, RuntimeError, ImportError)
@@ -69,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(args.verbose, args.quiet)
     threads = _torch_threads()
     try:
-        return int(args.func(args))
+        return int(COMMANDS[args.command](args))
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130

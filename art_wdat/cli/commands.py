@@ -9,17 +9,28 @@ trains on global batches of ``--batch-size`` × ranks; rank 0 alone prints and w
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from art_wdat.cli import loading
-from art_wdat.cli.parser import DEFAULT_BUDGETS, DEFAULT_IMAGE_BUDGETS, PROG, parse_budgets
+from art_wdat.cli.parser import (
+    DEFAULT_BUDGETS,
+    DEFAULT_IMAGE_BUDGETS,
+    PROG,
+    VAL_SPLIT_FRACTION,
+    VAL_SPLIT_MAX,
+    parse_budgets,
+)
 from art_wdat.cli.threads import set_threads
+from art_wdat.training.recipe import DEFAULT_RECIPE
 
 if TYPE_CHECKING:
     from art_wdat.evaluation import EvaluationResult
+    from art_wdat.training.recipe import FinetuneRecipe
     from art_wdat.training.trainer import WassersteinTRADESTrainer
 
 
@@ -91,7 +102,7 @@ def _write_evaluation(result: EvaluationResult, out: Path) -> None:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    """``art-wdat finetune``: W-TRADES fine-tuning to a checkpoint."""
+    """``art-wdat finetune``: W-TRADES fine-tuning to a checkpoint, the epoch kept chosen on a held-out split."""
     from art_wdat import distributed
 
     set_threads(_threads_for(args))
@@ -100,32 +111,71 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         raise ValueError(f"--out must be a checkpoint file, {out} is a folder")
     loading.check_model_spec(args.model)
     with distributed.launched(distributed.backend_for(args.device)) as (world, rank):
-        trainer, loaded, history = _finetune(args, verbose=not args.quiet and rank == 0)
+        run = _finetune(args, verbose=not args.quiet and rank == 0)
     if rank != 0:
         return 0
+    trainer, loaded, history = run.trainer, run.loaded, run.history
+    selection = trainer.selection
     meta = dict(loaded.meta)
     meta["extra"] = {"finetuned_from": loaded.label, "dataset": args.dataset, "eps": trainer.eps, "p": args.p,
                      "norm": "inf" if math.isinf(args.norm) else args.norm, "beta": args.beta,
-                     "epochs": args.epochs, "lr": args.lr, "seed": args.seed, "ranks": world,
-                     "global_batch_size": args.batch_size * world, "method": trainer.method,
+                     "recipe": run.recipe.to_dict(), "epochs": args.epochs, "lr": args.lr, "seed": args.seed,
+                     "ranks": world, "global_batch_size": args.batch_size * world, "method": trainer.method,
                      "inner_loss": trainer.inner_loss, "outer_loss": trainer.outer_loss,
-                     "pointwise_beta": trainer.pointwise_beta, "history": _plain_history(history)}
+                     "pointwise_beta": trainer.pointwise_beta, "history": _plain_history(history),
+                     "train_images": run.n_train, "val_images": run.n_val,
+                     "kept_epoch": None if selection is None else selection.kept_epoch,
+                     "validation": None if selection is None else _plain_value(selection.to_dict())}
     path, options = loading.save_finetuned(loaded, out, trainer.get_classifier().model.state_dict(), meta)
-    last = history[-1] if history else {}
-    print(f"W-TRADES fine-tune of {loaded.label} on {args.dataset}: {args.epochs} epoch(s), p = {args.p:g}, "
-          f"δ = {trainer.eps:.4g}, {world} rank(s); last epoch: loss {last.get('loss', math.nan):.4f}, "
-          f"train clean acc {last.get('train_clean_acc', math.nan):.4f}, "
-          f"train robust acc {last.get('train_robust_acc', math.nan):.4f}")
-    print(f"Wrote {path}; evaluate it with: {PROG} evaluate {options} --dataset {args.dataset}")
+    print(f"W-TRADES fine-tune of {loaded.label} on {args.dataset} ({run.n_train} training images), p = {args.p:g}, "
+          f"δ = {trainer.eps:.4g}, {world} rank(s): {run.recipe.describe()}.")
+    if selection is None:
+        last = history[-1] if history else {}
+        print(f"No held-out split (--val-split 0): kept the last epoch; its training loss "
+              f"{last.get('loss', math.nan):.4f}, clean acc {last.get('train_clean_acc', math.nan):.4f}, "
+              f"robust acc {last.get('train_robust_acc', math.nan):.4f}.")
+    else:
+        from art_wdat.training.selection import selection_markdown
+
+        table = selection_markdown(selection, title=f"{loaded.label}: held-out split ({run.n_val} images)")
+        print()
+        print(table)
+        files = _write_selection_report(path, meta["extra"], table)
+        print(f"Wrote {', '.join(map(str, files))}")
+    print(f"Wrote {path}; evaluate it on the test split with:\n  {_evaluate_command(options, args, trainer.eps)}")
     return 0
 
 
-def _finetune(args: argparse.Namespace, verbose: bool) -> tuple[WassersteinTRADESTrainer, loading.LoadedModel, list]:
-    """Load and fine-tune; return (trainer, loaded model, history).
+def _evaluate_command(options: str, args: argparse.Namespace, eps: float) -> str:
+    """The ``art-wdat evaluate`` line for the fine-tuned model at eps/2, eps and 2·eps, the training p and norm."""
+    from art_wdat.training.selection import budget_label
+
+    budgets = ",".join(budget_label(d) for d in ((eps / 2, eps, 2 * eps) if eps > 0 else (eps,)))
+    norm = "inf" if math.isinf(args.norm) else f"{args.norm:g}"
+    return f"{PROG} evaluate {options} --dataset {args.dataset} --eps {budgets} --p {args.p:g} --norm {norm}"
+
+
+@dataclass
+class _FinetuneRun:
+    """What :func:`_finetune` hands back: the trainer, the model, the history, the recipe and the split sizes."""
+
+    trainer: WassersteinTRADESTrainer
+    loaded: loading.LoadedModel
+    history: list
+    recipe: FinetuneRecipe
+    n_train: int
+    n_val: int
+
+
+def _finetune(args: argparse.Namespace, verbose: bool) -> _FinetuneRun:
+    """Load, hold out the validation split, fine-tune with the recipe of the flags and select the epoch.
 
     Under torchrun every rank loads all of the data and trains on its slice of each global batch (``--batch-size``
-    per rank), so the inner attack's one budget spans the global batch and the ranks end with the same weights.
+    per rank), so the inner attack's one budget spans the global batch and the ranks end with the same weights;
+    every rank measures the whole held-out split, so they keep the same epoch.
     """
+    from art_wdat.training.recipe import FinetuneRecipe
+    from art_wdat.training.selection import Tolerances
     from art_wdat.training.trainer import WassersteinTRADESTrainer
     from art_wdat.zoo import clip_pair, make_classifier
 
@@ -133,22 +183,65 @@ def _finetune(args: argparse.Namespace, verbose: bool) -> tuple[WassersteinTRADE
     loaded = loading.load_model(args.model, args, (x, y))
     eps = args.eps if args.eps is not None else (0.1 if args.dataset == "digits" else 8 / 255)
     loading.check_budgets(loaded.classifier, [eps], args.norm, args.allow_large_eps)
+    (x_tr, y_tr), validation = loading.hold_out(x, y, val_split_size(args.val_split, len(x)))
+    recipe = FinetuneRecipe(optimizer=args.optimizer, lr=args.lr, schedule=args.schedule, epochs=args.epochs,
+                            batch_size=args.batch_size, max_iter=args.max_iter or DEFAULT_RECIPE.max_iter)
     base = loaded.classifier
-    # A fresh optimizer at the fine-tuning learning rate, on the same module and preprocessing.
+    # The recipe puts its own optimizer on this classifier: same module, same preprocessing.
     clf = make_classifier(base.model, base.input_shape, base.nb_classes, clip_values=clip_pair(base.clip_values),
                           preprocessing=loaded.meta.get("preprocessing"), device=args.device, lr=args.lr)
     # The variant's options only when given: their defaults are the trainer's (the study's choice, one place).
     variant = {key: getattr(args, key) for key in ("method", "inner_loss", "outer_loss", "pointwise_beta",
                                                    "pointwise_eps") if getattr(args, key) is not None}
     trainer = WassersteinTRADESTrainer(clf, eps=eps, p=args.p, norm=args.norm, beta=args.beta,
-                                       max_iter=args.max_iter or 10,
                                        finetune=None if args.finetune_mode == "none" else args.finetune_mode,
-                                       weight_noise=args.weight_noise, allow_large_eps=args.allow_large_eps, **variant)
-    history = trainer.fit(x, y, batch_size=args.batch_size, nb_epochs=args.epochs, seed=args.seed, verbose=verbose)
-    return trainer, loaded, list(history)
+                                       weight_noise=args.weight_noise, eval_max_iter=args.val_iter,
+                                       allow_large_eps=args.allow_large_eps, **variant)
+    tolerances = Tolerances(clean=args.clean_tolerance / 100, pointwise=args.pointwise_tolerance / 100)
+    history = trainer.fit(x_tr, y_tr, validation_data=validation, recipe=recipe, tolerances=tolerances,
+                          seed=args.seed, verbose=verbose)
+    n_val = 0 if validation is None else len(validation[0])
+    return _FinetuneRun(trainer, loaded, list(history), recipe, len(x_tr), n_val)
+
+
+def val_split_size(value: float | None, n: int) -> int:
+    """Held-out images for ``--val-split``: a count, a fraction below 1, or None for the default (1,000 or 10%,
+    whichever is smaller); at least one training image is left."""
+    if value is None:
+        size = min(VAL_SPLIT_MAX, int(VAL_SPLIT_FRACTION * n))
+    elif 0 < value < 1:
+        size = int(round(value * n))
+    elif value != int(value):
+        raise ValueError(f"--val-split must be a whole count or a fraction below 1, got {value:g}")
+    else:
+        size = int(value)
+    if size >= n:
+        raise ValueError(f"--val-split {size} leaves no training image of the {n} given")
+    return size
+
+
+def _write_selection_report(checkpoint: Path, extra: dict, table: str) -> list[Path]:
+    """The held-out table beside the checkpoint, as JSON and Markdown (each written atomically)."""
+    from art_wdat.training.checkpoint import save_text
+
+    stem = checkpoint.with_suffix("")
+    report = {key: extra[key] for key in ("finetuned_from", "dataset", "eps", "p", "norm", "recipe", "seed",
+                                          "train_images", "val_images", "kept_epoch", "validation")}
+    return [save_text(json.dumps(report, indent=2) + "\n", f"{stem}.validation.json"),
+            save_text(table + "\n", f"{stem}.validation.md")]
 
 
 def _plain_history(history: Sequence[dict]) -> list:
     """Finite floats only (the checkpoint format refuses nothing plain, but JSON-like values keep it readable)."""
-    return [{k: (v if isinstance(v, (int, str)) or (isinstance(v, float) and math.isfinite(v)) else None)
-             for k, v in rec.items()} for rec in history]
+    return [_plain_value(rec) for rec in history]
+
+
+def _plain_value(value: Any) -> Any:
+    """``value`` with every non-finite float as None, nested dicts and lists included."""
+    if isinstance(value, dict):
+        return {k: _plain_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain_value(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

@@ -15,6 +15,7 @@ from functools import partial
 from typing import Any
 
 from art_wdat.cli.threads import THREADS_DEFAULT
+from art_wdat.training.recipe import DECAYS, DEFAULT_RECIPE, OPTIMIZERS
 from art_wdat.validation import check_int, check_number
 
 PROG = "art-wdat"
@@ -25,6 +26,9 @@ ALL_ATTACKS = "pgd,autoattack,apgd-art,wpgd,wpgd-budget,wauto"
 #: Budgets when --eps is not given: the digits demo's for digits, the usual CIFAR ℓ∞ ones otherwise.
 DEFAULT_BUDGETS = {"digits": "0.05,0.1,0.15"}
 DEFAULT_IMAGE_BUDGETS = "2/255,4/255,8/255"
+#: finetune's default held-out split: this many images, or this fraction of the training data if smaller.
+VAL_SPLIT_MAX = 1000
+VAL_SPLIT_FRACTION = 0.1
 
 
 # --------------------------------------------------------------------------------------------------
@@ -144,14 +148,16 @@ def _model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (cpu)")
     parser.add_argument("--n-samples", type=_arg_type(_integer, "--n-samples", _AT_LEAST_ONE), default=None,
                         help="use only the first N images")
-    parser.add_argument("--batch-size", type=_arg_type(_integer, "--batch-size", _AT_LEAST_ONE), default=128,
-                        help="inputs per forward/backward pass (128); under torchrun, per rank")
+    parser.add_argument("--batch-size", type=_arg_type(_integer, "--batch-size", _AT_LEAST_ONE),
+                        default=DEFAULT_RECIPE.batch_size,
+                        help=f"inputs per forward/backward pass ({DEFAULT_RECIPE.batch_size}); finetune: the "
+                             "mini-batch that shares one budget; under torchrun, per rank")
     parser.add_argument("--p", type=_arg_type(parse_number, "--p", _ORDER), default=2.0,
                         help="Wasserstein order p in [1, inf] (2)")
     parser.add_argument("--norm", type=_arg_type(_norm, "--norm"), default=math.inf,
                         help="ground norm: inf, 2 or 1 (inf)")
     parser.add_argument("--max-iter", type=_arg_type(_integer, "--max-iter", _AT_LEAST_ONE), default=None,
-                        help="attack iterations (evaluate: 20; finetune: inner steps, 10)")
+                        help=f"attack iterations (evaluate: 20; finetune: inner steps, {DEFAULT_RECIPE.max_iter})")
     # With the model because the check needs its input box; evaluate and finetune take both.
     parser.add_argument("--allow-large-eps", action="store_true",
                         help="accept a budget beyond the input box's scale (by default 8 is refused where 8/255 "
@@ -206,9 +212,26 @@ def _add_finetune(sub: Any) -> argparse.ArgumentParser:
                     help="training budget δ, fractions allowed (digits: 0.1; otherwise 8/255)")
     ft.add_argument("--beta", type=_arg_type(parse_number, "--beta", _NON_NEGATIVE), default=6.0,
                     help="KL weight β (6)")
-    ft.add_argument("--epochs", type=_arg_type(_integer, "--epochs", _AT_LEAST_ONE), default=1, help="epochs (1)")
-    ft.add_argument("--lr", type=_arg_type(parse_number, "--lr", _NON_NEGATIVE), default=1e-4,
-                    help="Adam learning rate (1e-4)")
+    recipe = DEFAULT_RECIPE
+    ft.add_argument("--optimizer", choices=OPTIMIZERS, default=recipe.optimizer,
+                    help=f"optimizer: sgd (momentum {recipe.momentum:g}) or adam ({recipe.optimizer})")
+    ft.add_argument("--lr", type=_arg_type(parse_number, "--lr", _NON_NEGATIVE), default=recipe.lr,
+                    help=f"learning rate ({recipe.lr:g})")
+    ft.add_argument("--schedule", choices=DECAYS, default=recipe.schedule,
+                    help=f"learning-rate decay over the epochs ({recipe.schedule})")
+    ft.add_argument("--epochs", type=_arg_type(_integer, "--epochs", _AT_LEAST_ONE), default=recipe.epochs,
+                    help=f"epochs; with a validation split each is a candidate ({recipe.epochs})")
+    ft.add_argument("--val-split", type=_arg_type(parse_number, "--val-split", _NON_NEGATIVE), default=None,
+                    help=f"held-out images taken from the training data (a count, or a fraction below 1) that "
+                         f"choose the epoch kept; never trained on; 0 turns selection off (default: "
+                         f"{VAL_SPLIT_MAX} or {100 * VAL_SPLIT_FRACTION:g}%%, whichever is smaller)")
+    ft.add_argument("--clean-tolerance", type=_arg_type(parse_number, "--clean-tolerance", _NON_NEGATIVE),
+                    default=1.5, help="points of held-out clean accuracy an epoch may lose against the start and "
+                                      "still be kept (1.5)")
+    ft.add_argument("--pointwise-tolerance", type=_arg_type(parse_number, "--pointwise-tolerance", _NON_NEGATIVE),
+                    default=1.0, help="points of held-out AutoAttack accuracy at --eps an epoch may lose (1.0)")
+    ft.add_argument("--val-iter", type=_arg_type(_integer, "--val-iter", _AT_LEAST_ONE), default=20,
+                    help="iterations of each held-out attack run: APGD-CE, APGD-T, W-AutoAttack's W-PGD (20)")
     ft.add_argument("--method", choices=("wpgd", "budget", "knapsack"), default=None,
                     help="inner solver (default: the trainer's)")
     ft.add_argument("--inner-loss", choices=("kl", "rekl", "redlr"), default=None,
@@ -228,16 +251,18 @@ def _add_finetune(sub: Any) -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``art-wdat`` argument parser; each command's namespace holds its handler as ``func``."""
-    # Imported here: the commands need this module's argument types and defaults.
+    """The ``art-wdat`` argument parser; each command's namespace holds its name as ``command``.
+
+    The parser knows no handler (:data:`art_wdat.cli.COMMANDS` maps names to them), so the commands may import
+    this module's argument types and defaults without a circle.
+    """
     from art_wdat import __version__
-    from art_wdat.cli.commands import cmd_demo, cmd_evaluate, cmd_finetune
 
     parser = _Parser(prog=PROG, description="Wasserstein distributional robustness for ART's PyTorch classifiers.")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="{demo,evaluate,finetune}", parser_class=_Parser)
     sub.required = True
-    _add_demo(sub).set_defaults(func=cmd_demo)
-    _add_evaluate(sub).set_defaults(func=cmd_evaluate)
-    _add_finetune(sub).set_defaults(func=cmd_finetune)
+    _add_demo(sub)
+    _add_evaluate(sub)
+    _add_finetune(sub)
     return parser

@@ -3,7 +3,8 @@
 Pointwise: ART ``ProjectedGradientDescent``, AutoAttack from the ``autoattack`` package (standard or custom version:
 :mod:`art_wdat.evaluation.autoattack`) and ART's ``AutoAttack`` restricted to its APGD runs ("APGD (ART)", not in
 the default list); distributional: W-PGD,
-W-PGD-Budget and W-AutoAttack (``method="auto"``: the strongest of the knapsack, W-PGD and W-PGD-Budget) of
+W-PGD-Budget and W-AutoAttack (``method="auto"``: the strongest of the knapsack, W-PGD, W-PGD-Budget and, at
+p = ∞, APGD-CE + APGD-DLR at ε = δ) of
 :class:`~art_wdat.attacks.WassersteinDistributionalAttack`. :func:`build_attack` builds the
 attack behind one row of the report exactly as :func:`~art_wdat.evaluation.evaluate` runs it, so a row can be
 reproduced by seeding (:func:`~art_wdat.training.checkpoint.seed_everything`) and calling that attack directly.
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from art_wdat.attacks import WassersteinDistributionalAttack
+from art_wdat.attacks.auto import FlipCostCache
 from art_wdat.attacks.flip_costs import MinNormMethod
 from art_wdat.attacks.spec import Method
 from art_wdat.core.reduce import ProcessGroupLike
@@ -95,7 +97,8 @@ def _art_norm(norm: float) -> int | float:
 
 
 def build_attack(name: str, classifier: PyTorchClassifier, budget: float, *, p: float, norm: float,
-                 settings: EvaluationSettings, process_group: ProcessGroupLike = None, seed: int | None = 0) -> Any:
+                 settings: EvaluationSettings, process_group: ProcessGroupLike = None, seed: int | None = 0,
+                 flip_cost_cache: FlipCostCache | None = None) -> Any:
     """The attack behind the report's row ``name`` at ``budget``, configured exactly as :func:`evaluate` runs it.
 
     :param name: One of :data:`ALL_ATTACKS`.
@@ -103,6 +106,8 @@ def build_attack(name: str, classifier: PyTorchClassifier, budget: float, *, p: 
     :param process_group: The distributional attacks' process group (see :class:`WassersteinDistributionalAttack`).
     :param seed: The ``autoattack`` package's own seed (its runs reseed torch with it); :func:`evaluate` passes its
                  ``seed``. The other attacks draw from the global generators that :func:`seed_everything` seeds.
+    :param flip_cost_cache: W-AutoAttack's flip costs, shared between the runs of one evaluation (they depend on
+                            the model and the inputs, not on the budget or p); None: the attack's own.
     :return: An attack with ART's ``generate(x, y)``; call it after :func:`seed_everything`.
     """
     s = settings
@@ -124,7 +129,8 @@ def build_attack(name: str, classifier: PyTorchClassifier, budget: float, *, p: 
                                                max_iter=s.max_iter, eps_step=eps_step, loss=s.wpgd_loss,
                                                batch_size=s.batch_size, budget_rounds=s.budget_rounds,
                                                allow_large_eps=s.allow_large_eps, process_group=process_group,
-                                               min_norm=min_norm_for(norm), verbose=False)
+                                               min_norm=min_norm_for(norm), verbose=False,
+                                               flip_cost_cache=flip_cost_cache)
     raise ValueError(f"unknown attack {name!r}; choose from {', '.join(ALL_ATTACKS)}")
 
 

@@ -22,7 +22,8 @@ class AttackOutcome:
     """One attack at one budget.
 
     :ivar accuracy: Accuracy on the attacked inputs.
-    :ivar seconds: Wall time of the attack.
+    :ivar seconds: Wall time of the attack; for W-AutoAttack without its flip-cost pass, which is computed once for
+        all budgets and reported apart (:attr:`EvaluationResult.flip_cost_seconds`).
     :ivar cost: Transport cost C(x_adv, x) of the result under the evaluation's (p, norm): ≤ budget.
     """
 
@@ -134,6 +135,8 @@ class EvaluationResult:
     :ivar seconds: Wall time of the whole evaluation.
     :ivar curve: The knapsack's accuracy against the budget from W-AutoAttack's flip costs (None when that row
         did not run at a budget > 0).
+    :ivar flip_cost_seconds: Wall time of W-AutoAttack's flip-cost pass, run once for all budgets and left out of
+        its per-budget times (0 when an earlier evaluation's cache served the costs; NaN when it did not run).
     """
 
     p: float
@@ -153,6 +156,7 @@ class EvaluationResult:
     notes: list = field(default_factory=list)
     seconds: float = math.nan
     curve: AccuracyCurve | None = None
+    flip_cost_seconds: float = math.nan
 
     # -- serialisation ----------------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -172,7 +176,8 @@ class EvaluationResult:
             outcomes = {k: AttackOutcome(**{n: _num(v) for n, v in o.items()}) for k, o in row["attacks"].items()}
             rest = {k: (v if k == "best_attack" else _num(v)) for k, v in row.items() if k != "attacks"}
             budgets.append(BudgetResult(attacks=outcomes, **rest))
-        for name in ("p", "norm", "clean_accuracy", "v0", "w0", "sensitivity", "metrics_seconds", "seconds"):
+        for name in ("p", "norm", "clean_accuracy", "v0", "w0", "sensitivity", "metrics_seconds", "seconds",
+                     "flip_cost_seconds"):
             if name in top:
                 top[name] = _num(top[name])
         top["budgets"] = budgets
@@ -216,6 +221,9 @@ class EvaluationResult:
                         [[_fmt_budget(b.budget), *(_fmt_s(b.attacks[a].seconds) if a in b.attacks else "–"
                                                     for a in self.attacks), _fmt_s(b.bounds_seconds)]
                          for b in self.budgets])
+        if not math.isnan(self.flip_cost_seconds):
+            lines += ["", f"W-AutoAttack's flip costs: {_fmt_s(self.flip_cost_seconds)} s, computed once for all "
+                      "budgets; its column above is each budget's own work."]
         if self.curve is not None:
             lines += ["", *self.curve.to_markdown(self.budget_values(), self.norm)]
         if self.notes:

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from art_wdat.attacks import parse_norm
+from art_wdat.attacks.auto import FlipCostCache
 from art_wdat.attacks.estimator import device_of
 from art_wdat.core.reduce import LOCAL, ProcessGroupLike, Reducer, default_reducer, reduce_floats
 from art_wdat.core.threat import WassersteinBall
@@ -159,7 +160,8 @@ def _progress(total: int, verbose: bool) -> Any:
 
 @dataclass
 class _Run:
-    """What every run of :func:`evaluate` shares: the data (this rank's shard), the threat and the ranks."""
+    """What every run of :func:`evaluate` shares: the data (this rank's shard), the threat, the ranks and
+    W-AutoAttack's flip costs (computed at its first budget, served from ``flip_cost_cache`` at the others)."""
 
     classifier: PyTorchClassifier
     x: np.ndarray
@@ -169,10 +171,13 @@ class _Run:
     settings: EvaluationSettings
     seed: int | None
     process_group: ProcessGroupLike
+    flip_cost_cache: FlipCostCache = field(default_factory=FlipCostCache)
     reducer: Reducer = field(init=False)
     #: W-AutoAttack's flip costs (this rank's inputs) from its first run, and that run's budget.
     flip_costs: np.ndarray | None = field(default=None, init=False)
     flip_budget: float = field(default=math.nan, init=False)
+    #: This rank's seconds in flip-cost passes (reported once, apart from the budgets' own work).
+    flip_cost_seconds: float = field(default=0.0, init=False)
 
     def __post_init__(self) -> None:
         self.reducer = default_reducer(self.process_group)
@@ -195,19 +200,26 @@ class _Run:
             x_adv, seconds = self.x, 0.0
         else:
             attack = build_attack(name, self.classifier, budget, p=self.p, norm=self.norm, settings=self.settings,
-                                  process_group=self.process_group, seed=self.seed)
+                                  process_group=self.process_group, seed=self.seed,
+                                  flip_cost_cache=self.flip_cost_cache)
             x_adv, seconds = time_attack(attack, self.x, self.y, self.seed)
-            self._keep_flip_costs(attack, budget)
+            seconds -= self._keep_flip_costs(attack, budget)
         delta = torch.from_numpy(x_adv.astype(np.float64) - self.x).to(device_of(self.classifier))
         cost = float(WassersteinBall(eps=budget, p=self.p, norm=self.norm).cost(delta, self.reducer))
         return AttackOutcome(accuracy=accuracy(self.classifier, x_adv, self.y, self.settings.batch_size, self.reducer),
                              seconds=self.slowest(seconds), cost=cost)
 
-    def _keep_flip_costs(self, attack: Any, budget: float) -> None:
-        """Keep the first flip costs a run records: they do not depend on the budget (same inputs, same seed)."""
-        found = getattr(getattr(attack, "last_result_", None), "flip_costs", None)
+    def _keep_flip_costs(self, attack: Any, budget: float) -> float:
+        """Keep the first flip costs a run records (they do not depend on the budget) and return the seconds of the
+        run's flip-cost pass (0 when the cache served them): the report shows that pass once, not in a budget's
+        row."""
+        result = getattr(attack, "last_result_", None)
+        found = getattr(result, "flip_costs", None)
         if self.flip_costs is None and found is not None:
             self.flip_costs, self.flip_budget = found, budget
+        seconds = float(getattr(result, "flip_cost_seconds", 0.0))
+        self.flip_cost_seconds += seconds
+        return seconds
 
     def curve(self, budgets: Sequence[float]) -> AccuracyCurve | None:
         """The knapsack's accuracy against the budget over all ranks (None without flip costs)."""
@@ -250,16 +262,18 @@ def evaluate(classifier: PyTorchClassifier, x: np.ndarray, y: np.ndarray, budget
              p: float = 2.0, norm: int | float | str = np.inf, attacks: str | Sequence[str] = ATTACKS,
              max_iter: int | None = None, batch_size: int | None = None, seed: int | None = 0,
              verbose: bool = False, settings: EvaluationSettings | None = None,
-             meta: Mapping[str, Any] | None = None, process_group: ProcessGroupLike = None) -> EvaluationResult:
+             meta: Mapping[str, Any] | None = None, process_group: ProcessGroupLike = None,
+             flip_cost_cache: FlipCostCache | None = None) -> EvaluationResult:
     """Evaluate ``classifier`` on (x, y) against pointwise and distributional attacks at each budget.
 
     Per budget: clean accuracy; ART ``ProjectedGradientDescent``, AutoAttack (the ``autoattack`` package,
     ``settings.autoattack_version``) and, on request, "APGD (ART)" (ART's APGD-CE + APGD-DLR) accuracy at
     ε = budget; W-PGD, W-PGD-Budget (loss ReDLR) and W-AutoAttack accuracy at δ = budget under
-    (p, norm); R^u (lowest accuracy of all / A) and R^l (one W-FGSM step); the wall time of each. When
-    W-AutoAttack runs, its flip costs (they do not depend on δ: the first run's are kept) also give
-    ``result.curve``: the knapsack's exact accuracy against the budget for p ∈ {1, 2, inf} and ``p``
-    (:func:`art_wdat.evaluation.curve.knapsack_curve`).
+    (p, norm); R^u (lowest accuracy of all / A) and R^l (one W-FGSM step); the wall time of each. W-AutoAttack's
+    flip costs depend on neither δ nor p: they are computed once, at its first budget, and served from
+    ``flip_cost_cache`` at the others; their wall time is reported once (``result.flip_cost_seconds``), not in the
+    budgets' rows. They also give ``result.curve``: the knapsack's exact accuracy against the budget for
+    p ∈ {1, 2, inf} and ``p`` (:func:`art_wdat.evaluation.curve.knapsack_curve`).
 
     :param classifier: An ART ``PyTorchClassifier`` (numpy defences get ART's BPDA gradient:
                        :mod:`art_wdat.attacks.estimator`).
@@ -280,6 +294,10 @@ def evaluate(classifier: PyTorchClassifier, x: np.ndarray, y: np.ndarray, budget
     :param process_group: Under ``torch.distributed``: the ranks whose shards ``x`` form the data (default: the world
                           group when initialised; ``False``: this process's ``x`` alone). Every rank must call with
                           the same settings and at least one input; every rank returns the report of the union.
+    :param flip_cost_cache: Where W-AutoAttack keeps its flip costs (default: a new cache for this call). Pass the
+                            same cache to several calls on the same model and inputs (e.g. one per p) to compute
+                            them once for all; it is keyed by the model's parameters, buffers and preprocessing and
+                            by the inputs, so it never serves costs of another model state or other inputs.
     :return: The result; ``to_json``, ``to_markdown`` and :func:`art_wdat.evaluation.plotting.plot_accuracy` render it.
     """
     begin = time.perf_counter()
@@ -287,7 +305,8 @@ def evaluate(classifier: PyTorchClassifier, x: np.ndarray, y: np.ndarray, budget
     names, budget_list = parse_attacks(attacks), _check_budgets(budgets)
     p_value, norm_value = _check_threat(p, norm)
     x, labels = _check_data(classifier, x, y)
-    run = _Run(classifier, x, labels, p_value, norm_value, settings, seed, process_group)
+    run = _Run(classifier, x, labels, p_value, norm_value, settings, seed, process_group,
+               flip_cost_cache if flip_cost_cache is not None else FlipCostCache())
     notes = _notes(classifier, names, settings, norm_value, run.reducer.world_size)
     stats, metrics_seconds = run.clean_statistics()
     if stats.w0_source == "undefined":
@@ -295,11 +314,14 @@ def evaluate(classifier: PyTorchClassifier, x: np.ndarray, y: np.ndarray, budget
     with _progress(len(budget_list) * (len(names) + 1), verbose) as bar:
         rows = [_evaluate_budget(run, b, names, stats, bar) for b in budget_list]
     curve = run.curve(budget_list)
+    ran_wauto = "wauto" in names and any(b > 0 for b in budget_list)
+    flip_cost_seconds = run.slowest(run.flip_cost_seconds) if ran_wauto else math.nan
     result = EvaluationResult(p=p_value, norm=norm_value, n_samples=stats.n, clean_accuracy=stats.clean_accuracy,
                               v0=stats.v0, w0=stats.w0, w0_source=stats.w0_source, sensitivity=stats.sensitivity,
                               metrics_seconds=metrics_seconds, budgets=rows, attacks=list(names), seed=seed,
                               settings=asdict(settings), meta=dict(meta or {}), notes=notes,
-                              seconds=run.slowest(time.perf_counter() - begin), curve=curve)
+                              seconds=run.slowest(time.perf_counter() - begin), curve=curve,
+                              flip_cost_seconds=flip_cost_seconds)
     logger.info("evaluation done in %.1f s: clean accuracy %.4f over %d inputs", result.seconds,
                 result.clean_accuracy, result.n_samples)
     return result

@@ -35,6 +35,15 @@ def save_checkpoint(state: dict, path: PathLike) -> Path:
     :param path: The destination; its folder is created.
     :return: The path written.
     """
+    return _write_atomically(path, lambda handle: torch.save(state, handle))
+
+
+def save_text(text: str, path: PathLike) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically, as :func:`save_checkpoint` writes a checkpoint."""
+    return _write_atomically(path, lambda handle: handle.write(text.encode("utf-8")))
+
+
+def _write_atomically(path: PathLike, write: Any) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -42,7 +51,7 @@ def save_checkpoint(state: dict, path: PathLike) -> Path:
         # mkstemp makes the file private (0600); a checkpoint is an ordinary output file, readable as the umask says.
         os.chmod(tmp, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as handle:
-            torch.save(state, handle)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -51,7 +60,7 @@ def save_checkpoint(state: dict, path: PathLike) -> Path:
             os.unlink(tmp)
         raise
     _fsync_dir(path.parent)
-    logger.debug("Saved checkpoint %s", path)
+    logger.debug("Wrote %s", path)
     return path
 
 

@@ -1,18 +1,25 @@
-"""The epoch lifecycle of one ``fit`` call: seed, freeze, resume or fine-tune, train, record, checkpoint.
+"""The epoch lifecycle of one ``fit`` call: seed, freeze, resume or fine-tune, train, validate, select, checkpoint.
 
 :class:`EpochLoop` runs the epochs of :meth:`WassersteinTRADESTrainer.fit` and ``fit_generator`` alike: each gives
-it the batches of an epoch, and every batch goes through the trainer's one per-batch step
-(:meth:`~art_wdat.training.trainer.WassersteinTRADESTrainer.train_step`). What outlives a call (the history, the
-checkpointed shuffling generator and, during the call, the frozen blocks) is the trainer's :class:`RunState`.
-Statistics stay on the device during an epoch and are read back once at its end.
+it the batches of an epoch, and every batch goes through the trainer's one per-batch step (``step``). What outlives
+a call (the history, the checkpointed shuffling generator, the held-out selection and, during the call, the frozen
+blocks) is the trainer's :class:`~art_wdat.training.settings.RunState`. Statistics stay on the device during an
+epoch and are read back once at its end (and, with progress bars, every tenth of an epoch for the bar's numbers).
+
+With a validation split, the start and every epoch are measured on it (:mod:`art_wdat.training.selection`) and,
+with ``select_best``, the model ends the call with the weights of the best epoch that stays within the
+tolerances, or the start's: never a worse model on the held-out split.
+
+Imports run one way: settings, then this loop, then the trainer.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,21 +38,25 @@ from art_wdat.training.checkpoint import (
     training_state,
 )
 from art_wdat.training.finetune import apply_finetune, freeze_except_last
+from art_wdat.training.selection import HeldOutJudge, Selection, Tolerances, format_record
+from art_wdat.training.settings import RunState, TRADESSettings
 from art_wdat.training.sync import RankSync, Shard
 from art_wdat.validation import check_labels, check_x
 
 if TYPE_CHECKING:
     from art.estimators.classification import PyTorchClassifier
 
-    from art_wdat.training.trainer import WassersteinTRADESTrainer
-
 logger = logging.getLogger(__name__)
 
 #: (x, y, shard): shard = (offset, global size) of this rank's slice of a global batch, None when not sharded.
 Batch = tuple[torch.Tensor, torch.Tensor, Shard]
 EpochCallback = Callable[[int, dict], None]
+#: The per-batch step: (x, y, shard) -> [loss·n, clean correct, robust correct, n] on the device.
+Step = Callable[[torch.Tensor, torch.Tensor, Shard], torch.Tensor]
 #: ``validation_data`` checked: (x_val, labels as indices).
 Validation = tuple[np.ndarray, np.ndarray | None]
+#: The file in ``checkpoint_dir`` with the weights held-out selection keeps so far.
+KEPT = "kept.pt"
 
 
 @dataclass
@@ -60,19 +71,11 @@ class FitOptions:
     seed: int | None
     verbose: bool
     callback: EpochCallback | None
-    validation: Validation | None
-
-
-@dataclass
-class RunState:
-    """What the epoch loop keeps on the trainer between (and during) calls."""
-
-    #: One dict per finished epoch: loss, train_clean_acc, train_robust_acc, [val_clean_acc, val_wpgd_acc], ...
-    history: list[dict] = field(default_factory=list)
-    #: Draws fit's shuffles; checkpointed, so that a resumed run shuffles as a straight one.
-    generator: torch.Generator = field(default_factory=torch.Generator)
-    #: The blocks frozen by ``freeze_except_last`` during a call (kept in eval mode while training).
-    frozen: list[tuple[str, nn.Module]] = field(default_factory=list)
+    #: Measures the held-out split (None: no validation).
+    judge: HeldOutJudge | None = None
+    #: Keep the best epoch on the held-out split (needs a judge).
+    select_best: bool = False
+    tolerances: Tolerances = Tolerances()
 
 
 def checked_validation(classifier: PyTorchClassifier, data: object) -> Validation | None:
@@ -89,8 +92,8 @@ def checked_validation(classifier: PyTorchClassifier, data: object) -> Validatio
 class EpochLoop:
     """The epochs of one fit call of ``trainer``, with ``opts``; its state in ``state``, its ranks in ``sync``."""
 
-    def __init__(self, trainer: WassersteinTRADESTrainer, opts: FitOptions, state: RunState, sync: RankSync) -> None:
-        self.trainer, self.opts, self.state, self.sync = trainer, opts, state, sync
+    def __init__(self, trainer: TRADESSettings, step: Step, opts: FitOptions, state: RunState, sync: RankSync) -> None:
+        self.trainer, self.step, self.opts, self.state, self.sync = trainer, step, opts, state, sync
         self.classifier = trainer.get_classifier()
         # Fine-tuning, freezing and checkpoints act on the network, not on a DDP wrapper.
         self.module = est.unwrap(self.classifier.model)
@@ -100,14 +103,16 @@ class EpochLoop:
         model = self.classifier.model
         trainable = [p.requires_grad for p in model.parameters()]
         try:
-            epochs = range(self.begin(), self.opts.nb_epochs)
-            for epoch in tqdm(epochs, desc="W-TRADES epochs", disable=not self.opts.verbose):
+            first = self.begin()
+            for epoch in range(first, self.opts.nb_epochs):
                 self.finish_epoch(epoch, self.train_epoch(epoch_batches(epoch), nb_batches, epoch))
+            self.keep_selected()
         finally:
             # Freezing is for this fit only; hand the model back as it came (and in eval mode, like ART).
             for param, flag in zip(model.parameters(), trainable):
                 param.requires_grad_(flag)
             self.state.frozen = []
+            self.state.kept_weights = None
             model.eval()
         return self.state.history
 
@@ -120,15 +125,20 @@ class EpochLoop:
         self.state.generator = torch.Generator().manual_seed(base)
         self.state.frozen = self.freeze()
         path = None if opts.checkpoint_dir is None else opts.checkpoint_dir / LAST
+        self.state.selection = None
         if opts.resume and path is not None and path.is_file():
-            epoch, self.state.history = restore_training_state(load_checkpoint(path), self.module,
-                                                               self.classifier.optimizer, opts.scheduler,
-                                                               self.state.generator)
+            checkpoint = load_checkpoint(path)
+            epoch, self.state.history = restore_training_state(checkpoint, self.module, self.classifier.optimizer,
+                                                               opts.scheduler, self.state.generator)
+            if checkpoint.get("selection") is not None:
+                self.state.selection = Selection.from_dict(checkpoint["selection"])
             logger.info("Resumed from %s after epoch %d.", path, epoch)
+            self.resume_selection(epoch)
             return epoch
         if opts.resume:
             logger.warning("No checkpoint at %s; training from the start.", path)
         self.state.history = []
+        self.start_selection()  # the model as given, before any fine-tuning protocol touches it
         trainer = self.trainer
         apply_finetune(self.module, trainer.finetune, trainer.weight_noise, trainer.last_layer)
         if trainer.finetune is not None:
@@ -153,12 +163,18 @@ class EpochLoop:
         return frozen
 
     def train_epoch(self, batches: Iterable[Batch], nb_batches: int, epoch: int) -> dict:
-        """One pass of the per-batch step over ``batches``; the epoch's record (one host sync)."""
+        """One pass of the per-batch step over ``batches``; the epoch's record (one host sync without a bar)."""
         start = time.perf_counter()
         totals = torch.zeros(4, dtype=torch.float64, device=est.device_of(self.classifier))
-        for x_b, y_b, shard in tqdm(batches, total=nb_batches, desc=f"epoch {epoch + 1}", leave=False,
-                                    disable=not self.opts.verbose):
-            totals += self.trainer.train_step(x_b, y_b, shard)
+        # One bar per epoch, on a terminal only (a log file gets the epoch's line instead of redraws).
+        bar = tqdm(batches, total=nb_batches, desc=f"epoch {epoch + 1}/{self.opts.nb_epochs}",
+                   disable=not self.opts.verbose or None, dynamic_ncols=True)
+        every = max(1, nb_batches // 10)  # the bar's numbers cost a host sync: ten per epoch, not one per step
+        for i, (x_b, y_b, shard) in enumerate(bar):
+            totals += self.step(x_b, y_b, shard)
+            if not bar.disable and (i + 1) % every == 0:
+                bar.set_postfix_str(running_line(totals.tolist()), refresh=False)
+        bar.close()
         totals = self.sync.reducer.sum(totals)
         loss, clean, robust, n = totals.tolist()  # the one host sync of the epoch
         n = max(n, 1.0)
@@ -166,20 +182,87 @@ class EpochLoop:
                 "time_s": time.perf_counter() - start}
 
     def finish_epoch(self, epoch: int, record: dict) -> None:
-        """Scheduler, validation, logging, checkpoint and callback after one epoch."""
+        """Scheduler, validation and selection, logging, checkpoint and callback after one epoch."""
         opts = self.opts
         step_scheduler(opts.scheduler, record["loss"])
-        if opts.validation is not None:
-            record.update(self.trainer.evaluate(*opts.validation, batch_size=opts.batch_size))
+        if opts.judge is not None:
+            record.update(self.validate(epoch + 1))
         self.state.history.append(record)
         logger.info("W-TRADES epoch %d/%d: %s", epoch + 1, opts.nb_epochs,
-                    ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k != "epoch"))
+                    ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k != "epoch" and isinstance(v, float)))
         if opts.checkpoint_dir is not None and self.sync.world()[1] == 0:
             state = training_state(self.module, self.classifier.optimizer, opts.scheduler, epoch + 1,
                                    self.state.history, self.state.generator)
+            if self.state.selection is not None:
+                state["selection"] = self.state.selection.to_dict()
             save_checkpoint(state, opts.checkpoint_dir / LAST)
         if opts.callback is not None:
             opts.callback(epoch, record)
+
+    # -- held-out validation and selection -------------------------------------------------------------------
+    def validate(self, epoch: int) -> dict:
+        """Measure the held-out split now; offer the epoch to the selection (keeping its weights if it wins)."""
+        assert self.opts.judge is not None
+        record = self.opts.judge.measure()
+        selection = self.state.selection
+        won = selection is not None and selection.offer(epoch, record)
+        if won and self.opts.select_best:
+            self.keep_weights(epoch)
+        start = None if selection is None else selection.start
+        self.say(f"epoch {epoch}/{self.opts.nb_epochs} held-out: {format_record(record, start)}"
+                 + (" (kept)" if won and self.opts.select_best else ""))
+        return record
+
+    def start_selection(self) -> None:
+        """Measure the start model on the held-out split; with ``select_best`` its weights are the first kept."""
+        if self.opts.judge is None:
+            return
+        self.state.selection = Selection(start=self.opts.judge.measure(), tolerances=self.opts.tolerances)
+        self.say(f"start held-out: {format_record(self.state.selection.start)}")
+        if self.opts.select_best:
+            self.keep_weights(0)
+
+    def resume_selection(self, epoch: int) -> None:
+        """After a resume: the kept weights from ``kept.pt``; without them, selection starts again from here."""
+        opts = self.opts
+        if opts.judge is None:
+            self.state.selection = None
+            return
+        path = None if opts.checkpoint_dir is None else opts.checkpoint_dir / KEPT
+        if self.state.selection is not None and (not opts.select_best or (path is not None and path.is_file())):
+            if opts.select_best and path is not None:
+                self.state.kept_weights = load_checkpoint(path)["model"]
+            return
+        logger.warning("No held-out selection to resume after epoch %d; the resumed weights are the new start.", epoch)
+        self.start_selection()
+
+    def keep_weights(self, epoch: int) -> None:
+        """Hold the current weights as the kept ones (CPU copy; also ``kept.pt`` beside the checkpoint)."""
+        self.state.kept_weights = {k: v.detach().to("cpu", copy=True) for k, v in self.module.state_dict().items()}
+        if self.opts.checkpoint_dir is not None and self.sync.world()[1] == 0:
+            save_checkpoint({"epoch": epoch, "model": self.state.kept_weights}, self.opts.checkpoint_dir / KEPT)
+
+    def keep_selected(self) -> None:
+        """Load the kept weights into the model at the end of the call, and say which epoch they are."""
+        selection = self.state.selection
+        if selection is None or not self.opts.select_best or self.state.kept_weights is None:
+            return
+        self.module.load_state_dict(copy.deepcopy(self.state.kept_weights))
+        logger.info(selection.summary())
+
+    def say(self, line: str) -> None:
+        """A line for the user: above the progress bar when verbose, else to the log."""
+        if self.opts.verbose and self.sync.world()[1] == 0:
+            tqdm.write(line)
+        else:
+            logger.info(line)
+
+
+def running_line(totals: list[float]) -> str:
+    """The progress bar's numbers: mean loss and the running clean and robust training accuracies."""
+    loss, clean, robust, n = totals
+    n = max(n, 1.0)
+    return f"loss {loss / n:.4f}, clean {clean / n:.3f}, robust {robust / n:.3f}"
 
 
 def start_generator_epoch(generator: Any, epoch: int) -> None:

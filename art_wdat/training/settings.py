@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from art.defences.trainer.trainer import Trainer
+from torch import nn
 
 from art_wdat.attacks import estimator as est
 from art_wdat.attacks.spec import NormLike, ThreatKeywords, ThreatSpec, check_eps_scale
@@ -23,7 +24,6 @@ from art_wdat.core.engine import AttackConfig
 from art_wdat.core.reduce import ProcessGroupLike
 from art_wdat.core.threat import WassersteinBall
 from art_wdat.training.finetune import FINETUNE_MODES, FinetuneMode, find_last_linear
-from art_wdat.training.loop import RunState
 from art_wdat.training.objective import (
     INNER_LOSSES,
     OUTER_LOSSES,
@@ -33,11 +33,29 @@ from art_wdat.training.objective import (
     TrainMethod,
     inner_attack_config,
 )
+from art_wdat.training.recipe import DEFAULT_RECIPE
+from art_wdat.training.selection import Selection
 from art_wdat.training.sync import RankSync, training_group
 from art_wdat.validation import check_int, check_number
 
 if TYPE_CHECKING:
     from art.estimators.classification import PyTorchClassifier
+
+
+@dataclass
+class RunState:
+    """What the epoch loop keeps on the trainer between (and during) calls."""
+
+    #: One dict per finished epoch: loss, train_clean_acc, train_robust_acc, [val_clean_acc, val_wauto_acc], ...
+    history: list[dict] = field(default_factory=list)
+    #: Draws fit's shuffles; checkpointed, so that a resumed run shuffles as a straight one.
+    generator: torch.Generator = field(default_factory=torch.Generator)
+    #: The blocks frozen by ``freeze_except_last`` during a call (kept in eval mode while training).
+    frozen: list[tuple[str, nn.Module]] = field(default_factory=list)
+    #: The held-out selection of the last call with a validation split (None without one).
+    selection: Selection | None = None
+    #: The weights of the epoch selection keeps so far (on the CPU), during a call.
+    kept_weights: dict | None = None
 
 
 class TRADESSettings(ThreatKeywords, Trainer):
@@ -51,7 +69,7 @@ class TRADESSettings(ThreatKeywords, Trainer):
         norm: NormLike = np.inf,
         beta: float = 6.0,
         *,
-        max_iter: int = 10,
+        max_iter: int = DEFAULT_RECIPE.max_iter,
         eps_step: float | None = None,
         method: TrainMethod = "knapsack",
         budget_rounds: int = 1,
@@ -61,7 +79,7 @@ class TRADESSettings(ThreatKeywords, Trainer):
         freeze_except_last: int | None = None,
         amp: bool = False,
         kl_start_std: float = 0.001,
-        eval_max_iter: int = 10,
+        eval_max_iter: int = 20,
         inner_loss: InnerLoss = "kl",
         sensitivity_weight: float = 0.0,
         outer_loss: OuterLoss = "trades",
@@ -76,7 +94,8 @@ class TRADESSettings(ThreatKeywords, Trainer):
         :param p: Wasserstein order in [1, inf]; ``inf`` is pointwise TRADES.
         :param norm: Ground norm on inputs: ``np.inf``/"inf", 2 or 1.
         :param beta: Weight β ≥ 0 of the KL term.
-        :param max_iter: Steps of the inner maximisation (TRADES: 10).
+        :param max_iter: Steps of the inner maximisation (default: the fine-tuning recipe's, 5; TRADES from scratch
+                         uses 10). ``fit(..., recipe=...)`` sets it to the recipe's.
         :param eps_step: Step size of the inner maximisation; default ``1.875 · eps / max_iter``.
         :param method: Inner solver: "wpgd" (W-PGD), "budget" (W-PGD-Budget, METHOD.md §4) or "knapsack" (default):
                        the knapsack-informed allocation, which estimates each input's flip cost to first order
@@ -96,7 +115,8 @@ class TRADESSettings(ThreatKeywords, Trainer):
                                    (frozen blocks stay in eval mode); None trains everything.
         :param amp: bf16 autocast on CUDA; ignored, with a warning, elsewhere.
         :param kl_start_std: Std of the Gaussian start x + std·N(0, I) of the inner maximisation (∇KL = 0 at x).
-        :param eval_max_iter: Iterations of the ReDLR W-PGD that measures validation robustness.
+        :param eval_max_iter: Iterations of each attack run that measures the held-out split during ``fit``: every
+                              APGD run of AutoAttack and the W-PGD parts of W-AutoAttack.
         :param inner_loss: What the inner maximisation ascends. "kl" (default): the KL everywhere (TRADES' inner loss
                            for every p). "rekl": the KL on inputs that x' still
                            classifies correctly and 0 on the others, so that the shared budget is not spent on inputs

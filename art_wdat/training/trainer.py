@@ -34,13 +34,13 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from art_wdat.attacks.wasserstein import WassersteinDistributionalAttack
 from art_wdat.training.loop import (
     Batch,
     EpochCallback,
@@ -50,6 +50,8 @@ from art_wdat.training.loop import (
     start_generator_epoch,
 )
 from art_wdat.training.objective import LossTerms, WTradesObjective
+from art_wdat.training.recipe import DEFAULT_RECIPE, FinetuneRecipe
+from art_wdat.training.selection import HeldOutJudge, HeldOutPlan, Selection, Tolerances
 from art_wdat.training.settings import TRADESSettings
 from art_wdat.training.sync import Shard
 from art_wdat.validation import check_int, check_labels, check_x
@@ -72,12 +74,19 @@ class WassersteinTRADESTrainer(TRADESSettings):
 
     @property
     def history(self) -> list[dict]:
-        """One dict per finished epoch: loss, train_clean_acc, train_robust_acc, [val_clean_acc, val_wpgd_acc], ..."""
+        """One dict per finished epoch: loss, train_clean_acc, train_robust_acc, time_s and, with a validation split,
+        val_clean_acc, val_autoattack_acc, val_wauto_acc (at eps) and val_wauto_acc@<budget>."""
         return self._state.history
 
     @history.setter
     def history(self, value: list[dict]) -> None:
         self._state.history = value
+
+    @property
+    def selection(self) -> Selection | None:
+        """The held-out selection of the last ``fit`` with ``validation_data``: the start's and each epoch's
+        validation record and the epoch kept (0: the start weights). None without a validation split."""
+        return self._state.selection
 
     @property
     def _generator(self) -> torch.Generator:
@@ -143,9 +152,11 @@ class WassersteinTRADESTrainer(TRADESSettings):
 
     # -- public loops ---------------------------------------------------------------------------------------
     def fit(self, x: np.ndarray, y: np.ndarray, validation_data: tuple[np.ndarray, np.ndarray] | None = None,
-            batch_size: int = 128, nb_epochs: int = 20, scheduler: Any | None = None, *,
-            checkpoint_dir: str | Path | None = None, resume: bool = False, seed: int | None = None,
-            verbose: bool = True, callback: EpochCallback | None = None, **kwargs: Any) -> list[dict]:
+            batch_size: int | None = None, nb_epochs: int | None = None, scheduler: Any | None = None, *,
+            recipe: FinetuneRecipe | None = None, select_best: bool | None = None,
+            tolerances: Tolerances | None = None, checkpoint_dir: str | Path | None = None, resume: bool = False,
+            seed: int | None = None, verbose: bool = True, callback: EpochCallback | None = None,
+            **kwargs: Any) -> list[dict]:
         """Train with W-TRADES on ``(x, y)``, a mini-batch (one shared budget) at a time.
 
         Under ``torch.distributed`` (see ``process_group``) every rank passes the same ``x``, ``y`` and ``seed``; each
@@ -155,22 +166,40 @@ class WassersteinTRADESTrainer(TRADESSettings):
 
         :param x: Training inputs (N, *input_shape) inside the clip box. Not modified.
         :param y: Labels as indices (N,) or one-hot (N, nb_classes). Not modified.
-        :param validation_data: ``(x_val, y_val)``: clean and W-PGD (ReDLR, ``eval_max_iter`` steps, at the training
-                                eps and p) accuracy after each epoch.
+        :param validation_data: ``(x_val, y_val)``, a held-out split never trained on. The start model and every
+                                epoch are measured on it: clean accuracy, AutoAttack (APGD-CE + APGD-T of the
+                                ``autoattack`` package, ``eval_max_iter`` iterations) at ε (``pointwise_eps``, default
+                                ``eps``) and W-AutoAttack at eps/2, eps and 2·eps with the training p and norm. The
+                                records are in :attr:`history` and :attr:`selection`.
         :param batch_size: Mini-batch size: the distribution each inner maximisation attacks (per rank under
-                           ``torch.distributed``: the distribution is then the global batch).
-        :param nb_epochs: Total number of epochs (a resumed run counts the finished ones).
-        :param scheduler: A torch LR scheduler of the classifier's optimizer, stepped once per epoch.
-        :param checkpoint_dir: Save ``last.pt`` there (atomically) after each epoch.
-        :param resume: Continue from ``checkpoint_dir/last.pt`` (model, optimizer, scheduler, history, RNG states);
-                       the fine-tuning protocol is not applied again. Starts afresh, with a warning, if absent.
+                           ``torch.distributed``: the distribution is then the global batch). Default: the recipe's.
+        :param nb_epochs: Total number of epochs (a resumed run counts the finished ones). Default: the recipe's.
+        :param scheduler: A torch LR scheduler of the classifier's optimizer, stepped once per epoch (not with
+                          ``recipe``, which brings its own).
+        :param recipe: A :class:`~art_wdat.training.recipe.FinetuneRecipe` (e.g. ``DEFAULT_RECIPE``, the schedule of
+                       ``art-wdat finetune``): the classifier's optimizer is replaced by the recipe's, over the
+                       model's trainable parameters, with its learning-rate decay, and ``max_iter`` becomes the
+                       recipe's inner steps; ``batch_size`` and ``nb_epochs``, when not given, are the recipe's.
+                       None: the classifier's own optimizer, ``scheduler`` and ``max_iter``.
+        :param select_best: With ``validation_data`` (default True when it is given): end with the weights of the
+                            epoch with the highest W-AutoAttack accuracy at eps on the held-out split among those
+                            whose clean and AutoAttack accuracy are at most ``tolerances`` below the start's, or the
+                            start weights if none beats the start. False: the last epoch's weights.
+        :param tolerances: :class:`~art_wdat.training.selection.Tolerances` (default 1.5 points clean, 1 point
+                           AutoAttack).
+        :param checkpoint_dir: Save ``last.pt`` there (atomically) after each epoch, and ``kept.pt``, the weights
+                               held-out selection keeps so far.
+        :param resume: Continue from ``checkpoint_dir/last.pt`` (model, optimizer, scheduler, history, selection, RNG
+                       states); the fine-tuning protocol is not applied again. Starts afresh, with a warning, if absent.
         :param seed: Seed torch, numpy and python ``random`` and the shuffling generator at the start.
-        :param verbose: Progress bars over epochs and batches.
+        :param verbose: One progress bar per epoch (loss and running training accuracies) and one line of held-out
+                        numbers after each; bars only on a terminal.
         :param callback: Called as ``callback(epoch, record)`` after each epoch (and its checkpoint).
         :return: :attr:`history`.
         """
+        batch_size, nb_epochs, scheduler = self._apply_recipe(recipe, batch_size, nb_epochs, scheduler)
         opts = self._options(nb_epochs, batch_size, scheduler, checkpoint_dir, resume, seed, verbose, callback,
-                             validation_data, kwargs)
+                             validation_data, select_best, tolerances, kwargs)
         x = check_x(x, self._classifier.input_shape, self._classifier.clip_values)
         labels = check_labels(y, x.shape[0], self._classifier.nb_classes)
         if labels is None:
@@ -191,8 +220,10 @@ class WassersteinTRADESTrainer(TRADESSettings):
 
         return self._train(epoch_batches, math.ceil(n / step), opts)
 
-    def fit_generator(self, generator: DataGenerator, nb_epochs: int = 20, validation_data: tuple | None = None,
-                      scheduler: Any | None = None, *, checkpoint_dir: str | Path | None = None,
+    def fit_generator(self, generator: DataGenerator, nb_epochs: int | None = None,
+                      validation_data: tuple | None = None, scheduler: Any | None = None, *,
+                      recipe: FinetuneRecipe | None = None, select_best: bool | None = None,
+                      tolerances: Tolerances | None = None, checkpoint_dir: str | Path | None = None,
                       resume: bool = False, seed: int | None = None, verbose: bool = True,
                       callback: EpochCallback | None = None, **kwargs: Any) -> list[dict]:
         """Train with W-TRADES on the batches of an ART ``DataGenerator`` (each batch has its own budget).
@@ -213,7 +244,8 @@ class WassersteinTRADESTrainer(TRADESSettings):
         :meth:`fit`: with the same ``seed`` on every rank the ranks start where one process with the global batch
         would; without one, each rank's slice is still independent Gaussian noise.
 
-        :param generator: An ART ``DataGenerator`` that knows its ``size``.
+        :param generator: An ART ``DataGenerator`` that knows its ``size``; its batch size is the mini-batch's (a
+                          recipe's ``batch_size`` does not apply).
         Other parameters as in :meth:`fit`.
         """
         from art.data_generators import DataGenerator
@@ -224,8 +256,9 @@ class WassersteinTRADESTrainer(TRADESSettings):
         if generator.size is None:
             raise ValueError("`generator` must know its size (generator.size is None).")
         nb_batches = getattr(generator, "batches_per_epoch", None) or math.ceil(generator.size / generator.batch_size)
+        _, nb_epochs, scheduler = self._apply_recipe(recipe, generator.batch_size, nb_epochs, scheduler)
         opts = self._options(nb_epochs, generator.batch_size, scheduler, checkpoint_dir, resume, seed, verbose,
-                             callback, validation_data, kwargs)
+                             callback, validation_data, select_best, tolerances, kwargs)
         sync = self._sync
         sync.check_same_batch_count(nb_batches)
 
@@ -244,9 +277,30 @@ class WassersteinTRADESTrainer(TRADESSettings):
         x_t = torch.from_numpy(np.array(x, dtype=np.float32, copy=True)).to(self._device)
         return x_t, torch.from_numpy(np.asarray(y, dtype=np.int64)).to(self._device), shard
 
+    def _apply_recipe(self, recipe: FinetuneRecipe | None, batch_size: int | None, nb_epochs: int | None,
+                      scheduler: Any | None) -> tuple[int, int, Any | None]:
+        """The call's batch size, epochs and scheduler; with a recipe, its optimizer goes on the classifier."""
+        if recipe is None:
+            return (DEFAULT_RECIPE.batch_size if batch_size is None else batch_size,
+                    DEFAULT_RECIPE.epochs if nb_epochs is None else nb_epochs, scheduler)
+        if not isinstance(recipe, FinetuneRecipe):
+            raise TypeError(f"`recipe` must be a FinetuneRecipe, got {type(recipe).__name__}.")
+        if scheduler is not None:
+            raise ValueError("`scheduler` and `recipe` both set the learning-rate schedule; pass one of them.")
+        nb_epochs = recipe.epochs if nb_epochs is None else nb_epochs
+        # The recipe's decay spans the epochs actually run.
+        recipe = replace(recipe, epochs=nb_epochs) if nb_epochs != recipe.epochs and nb_epochs >= 1 else recipe
+        params = [p for p in self._classifier.model.parameters() if p.requires_grad]
+        optimizer = recipe.build_optimizer(params)
+        self._classifier._optimizer = optimizer  # ART's attribute behind `optimizer`: what the trainer steps
+        self.max_iter = recipe.max_iter
+        return (recipe.batch_size if batch_size is None else batch_size, nb_epochs,
+                recipe.build_scheduler(optimizer))
+
     def _options(self, nb_epochs: int, batch_size: int, scheduler: Any | None, checkpoint_dir: str | Path | None,
                  resume: bool, seed: int | None, verbose: bool, callback: EpochCallback | None,
-                 validation_data: object, kwargs: dict) -> FitOptions:
+                 validation_data: object, select_best: bool | None, tolerances: Tolerances | None,
+                 kwargs: dict) -> FitOptions:
         """The checked settings of one fit call (the constructor's are checked again too)."""
         self._check_params()
         if self.sensitivity_weight > 0 and self._sync.world()[0] > 1:
@@ -262,22 +316,42 @@ class WassersteinTRADESTrainer(TRADESSettings):
             logger.warning("%s ignores the arguments %s.", type(self).__name__, sorted(kwargs))
         if self.amp and not self._use_amp():
             logger.warning("`amp`=True needs a CUDA device; training in float32 on %s.", self._device)
+        validation = checked_validation(self._classifier, validation_data)
+        if select_best is not None and not isinstance(select_best, bool):
+            raise TypeError(f"`select_best` must be a bool or None, got {select_best!r}.")
+        if select_best and validation is None:
+            raise ValueError("`select_best`=True needs `validation_data`, the held-out split it selects on.")
+        if tolerances is not None and not isinstance(tolerances, Tolerances):
+            raise TypeError(f"`tolerances` must be a Tolerances, got {type(tolerances).__name__}.")
+        judge = None if validation is None else self.held_out_judge(*validation, batch_size=batch_size)
         return FitOptions(nb_epochs, batch_size, scheduler, None if checkpoint_dir is None else Path(checkpoint_dir),
-                          resume, seed, verbose, callback, checked_validation(self._classifier, validation_data))
+                          resume, seed, verbose, callback, judge=judge,
+                          select_best=validation is not None and select_best is not False,
+                          tolerances=tolerances or Tolerances())
 
     def _train(self, epoch_batches: Callable[[int], Iterable[Batch]], nb_batches: int,
                opts: FitOptions) -> list[dict]:
-        return EpochLoop(self, opts, self._state, self._sync).run(epoch_batches, nb_batches)
+        return EpochLoop(self, self.train_step, opts, self._state, self._sync).run(epoch_batches, nb_batches)
 
-    def evaluate(self, x: np.ndarray, y: np.ndarray | None, batch_size: int = 128) -> dict:
-        """Clean and W-PGD accuracy (ReDLR, ``eval_max_iter`` steps, the training eps, p and norm) on ``(x, y)``."""
-        labels = check_labels(y, x.shape[0], self._classifier.nb_classes)
-        clean = float((self._classifier.predict(x, batch_size=batch_size).argmax(axis=1) == labels).mean())
-        attack = WassersteinDistributionalAttack(
-            self._classifier, eps=self.eps, p=self.p, norm=self.norm, max_iter=self.eval_max_iter,
-            loss="redlr" if self._classifier.nb_classes >= 3 else "ce", batch_size=batch_size,
-            allow_large_eps=self.allow_large_eps, verbose=False)
-        attack.generate(x, labels)
-        res = attack.last_result_
-        robust = clean if res is None else float(res.accuracy[res.best_iteration])
-        return {"val_clean_acc": clean, "val_wpgd_acc": robust}
+    def held_out_plan(self, batch_size: int = 256) -> HeldOutPlan:
+        """How :meth:`evaluate` and ``fit``'s validation attack a held-out split: AutoAttack at ε (``pointwise_eps``,
+        default ``eps``), W-AutoAttack at eps/2, eps and 2·eps, ``eval_max_iter`` iterations, seed 0."""
+        eps = float(self.eps)
+        pointwise = eps if self.pointwise_eps is None else float(self.pointwise_eps)
+        budgets = (eps / 2, eps, 2 * eps) if eps > 0 else (eps,)
+        return HeldOutPlan(eps=eps, p=float(self.p), norm=float(self.ball.norm), pointwise_eps=pointwise,
+                           budgets=budgets, aa_iter=self.eval_max_iter, auto_iter=self.eval_max_iter,
+                           batch_size=batch_size)
+
+    def held_out_judge(self, x: np.ndarray, y: np.ndarray | None, batch_size: int = 256) -> HeldOutJudge:
+        """The measurements of ``fit``'s validation on ``(x, y)``."""
+        labels = check_labels(y, x.shape[0], self._classifier.nb_classes, name="validation_data[1]")
+        if labels is None:
+            raise ValueError("`validation_data` needs labels.")
+        return HeldOutJudge(self._classifier, x, labels, self.held_out_plan(batch_size))
+
+    def evaluate(self, x: np.ndarray, y: np.ndarray | None, batch_size: int = 256) -> dict:
+        """Clean, AutoAttack (at ε) and W-AutoAttack (at eps/2, eps, 2·eps, the training p and norm) accuracy on
+        ``(x, y)``: what ``fit`` measures on its validation split after each epoch."""
+        x = check_x(x, self._classifier.input_shape, self._classifier.clip_values)
+        return self.held_out_judge(x, y, batch_size).measure()
