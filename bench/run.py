@@ -3,6 +3,15 @@
     python bench/run.py --quick                  # small CNN, < 2 minutes on 2 CPU cores
     python bench/run.py                          # small CNN and ResNet-18, CPU
     python bench/run.py --device cuda            # the same on a GPU
+    python bench/run.py --device cuda --models wrn-28-10 --amp --skip trades,memory,scaling
+                                                 # RobustBench's WideResNet-28-10 at fp32 and bf16
+
+``--amp`` adds the bf16 rows: W-PGD over the floor with both under bf16 autocast (``amp=True``; channels_last
+inputs on CUDA), and W-PGD's and the floor's bf16 time over their fp32 time. W-PGD's bf16 time includes its
+float32 re-counts (one forward+backward and up to three forwards per run), so use many iterations (the default 10
+or more) for a fair bf16 ratio. The models have random weights: the
+times do not depend on them. ``--models wrn-28-10 --n 2 --iters 1 --repeats 1 --batch-size 2 --amp --skip
+trades,memory,scaling,pgd,budget`` runs this path on a CPU in seconds.
 
 Every ratio is measured in one process, on the same model, data, batch size and device, with the
 contenders interleaved in each repeat; medians over repeats are printed with their min–max, so a
@@ -24,6 +33,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import date
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +57,8 @@ class Row:
     ratios: list
     target: str = ""
     detail: dict = field(default_factory=dict)
+    #: The precision of the passes measured: "fp32", "bf16", or "bf16/fp32" for a ratio of the two.
+    precision: str = "fp32"
 
     @property
     def median(self) -> float:
@@ -62,7 +74,15 @@ class Row:
     def markdown(self) -> str:
         spread = f"{min(self.ratios):.2f}–{max(self.ratios):.2f}"
         target = self.target or "—"
-        return f"| {self.model} | {self.name} | {self.median:.2f} | {spread} | {target} | {self.verdict()} |"
+        return (f"| {self.model} | {self.precision} | {self.name} | {self.median:.2f} | {spread} | {target} | "
+                f"{self.verdict()} |")
+
+
+#: ``--amp``'s precisions: the name of each and whether the passes run under bf16 autocast.
+PRECISIONS = {"fp32": False, "bf16": True}
+#: Models: the CIFAR small CNN, ResNet-18 and RobustBench's WideResNet-28-10 (random weights).
+MODELS = ("smallcnn", "resnet18", "wrn-28-10")
+SKIPPABLE = ("trades", "memory", "scaling", "pgd", "budget")
 
 
 # -- models and data ----------------------------------------------------------------------------------------
@@ -71,6 +91,8 @@ def make_model(name: str) -> torch.nn.Module:
         from art_wdat.zoo import SmallCNN
 
         return SmallCNN(3, 10, 32, width=32)
+    if name == "wrn-28-10":
+        return wide_resnet_28_10()
     import torchvision
 
     # ResNet-18 adapted to 32×32 inputs, as in the CIFAR literature: 3×3 stem, no max-pool.
@@ -78,6 +100,20 @@ def make_model(name: str) -> torch.nn.Module:
     net.conv1 = torch.nn.Conv2d(3, 64, 3, 1, 1, bias=False)
     net.maxpool = torch.nn.Identity()
     return net
+
+
+def wide_resnet_28_10() -> torch.nn.Module:
+    """RobustBench's WideResNet-28-10 (the architecture of most of its CIFAR-10 ℓ∞ entries), random weights.
+
+    From ``robustbench.model_zoo.architectures`` (no download: only the class is imported).
+    """
+    import warnings
+
+    with warnings.catch_warnings():  # robustbench imports pkg_resources, deprecated by setuptools
+        warnings.simplefilter("ignore")
+        from robustbench.model_zoo.architectures.wide_resnet import WideResNet
+
+    return WideResNet(depth=28, widen_factor=10, num_classes=10)
 
 
 def classifier(model: torch.nn.Module, device: str):
@@ -116,16 +152,22 @@ def art_pgd(clf, iters: int, batch: int):
                                     batch_size=batch, verbose=False)
 
 
-def wpgd(clf, iters: int, batch: int, method: str = "wpgd"):
+def wpgd(clf, iters: int, batch: int, method: str = "wpgd", amp: bool = False):
     from art_wdat import WassersteinDistributionalAttack
 
     return WassersteinDistributionalAttack(clf, eps=EPS, p=2, norm=np.inf, method=method, max_iter=iters,
-                                           batch_size=batch, verbose=False)
+                                           batch_size=batch, verbose=False, amp=amp)
 
 
-def floor_loop(clf, x: np.ndarray, y: np.ndarray, iters: int, batch: int) -> None:
-    """The floor of any gradient attack: one forward and one input-gradient backward per input and iteration."""
-    model, device = clf.model, clf.device
+def floor_loop(clf, x: np.ndarray, y: np.ndarray, iters: int, batch: int, amp: bool = False) -> None:
+    """The floor of any gradient attack: one forward and one input-gradient backward per input and iteration.
+
+    With ``amp`` the forward runs as the attack's does (bf16 autocast, channels_last on CUDA, float32 logits).
+    """
+    from art_wdat.core.precision import autocast_forward
+
+    device = torch.device(clf.device)
+    model = autocast_forward(clf.model, device) if amp else clf.model
     xs = torch.from_numpy(x).to(device)
     ys = torch.from_numpy(y).to(device)
     for _ in range(iters):
@@ -137,23 +179,49 @@ def floor_loop(clf, x: np.ndarray, y: np.ndarray, iters: int, batch: int) -> Non
 
 # -- measurements --------------------------------------------------------------------------------------------
 def attack_rows(model_name: str, args, x, y) -> list:
+    """ART PGD, W-PGD, the floor and W-PGD-Budget interleaved in each repeat; W-PGD and the floor at each precision
+    of ``args.precisions`` (fp32, and bf16 with ``--amp``)."""
     clf = classifier(make_model(model_name), args.device)
-    t, b, sync = args.max_iter, args.batch_size, args.device
-    pgd, ours, budget = art_pgd(clf, t, b), wpgd(clf, t, b), wpgd(clf, t, b, "budget")
-    timed(ours.generate, x[:b], y[:b], sync=sync)  # warm-up: allocator, kernels, lazy imports
-    timed(pgd.generate, x[:b], y[:b], sync=sync)
-    vs_pgd, vs_floor, vs_budget = [], [], []
+    t, b, sync, skip = args.max_iter, args.batch_size, args.device, args.skip_parts
+    attacks = {} if "pgd" in skip else {"pgd": art_pgd(clf, t, b)}
+    contenders = {"pgd": partial(attacks["pgd"].generate, x, y)} if attacks else {}
+    for name in args.precisions:  # W-PGD next to its floor at each precision
+        attacks[f"wpgd-{name}"] = wpgd(clf, t, b, amp=PRECISIONS[name])
+        contenders[f"wpgd-{name}"] = partial(attacks[f"wpgd-{name}"].generate, x, y)
+        contenders[f"floor-{name}"] = partial(floor_loop, clf, x, y, t, b, PRECISIONS[name])
+    if "budget" not in skip:
+        contenders["budget"] = partial(wpgd(clf, t, b, "budget").generate, x, y)
+    for attack in attacks.values():  # warm-up: allocator, kernels (each precision's), lazy imports
+        timed(attack.generate, x[:b], y[:b], sync=sync)
+    times: dict[str, list] = {k: [] for k in contenders}
     for _ in range(args.repeats):
-        t_pgd = timed(pgd.generate, x, y, sync=sync)
-        t_ours = timed(ours.generate, x, y, sync=sync)
-        t_floor = timed(floor_loop, clf, x, y, t, b, sync=sync)
-        t_budget = timed(budget.generate, x, y, sync=sync)
-        vs_pgd.append(t_ours / t_pgd)
-        vs_floor.append(t_floor / t_ours)  # throughput ratio = inverse time ratio
-        vs_budget.append(t_budget / t_ours)
-    return [Row(model_name, "W-PGD time / ART PGD time", vs_pgd, "<= 1.10"),
-            Row(model_name, "W-PGD throughput / fwd+bwd floor", vs_floor, ">= 0.85"),
-            Row(model_name, "W-PGD-Budget time / W-PGD time (same iterations)", vs_budget)]
+        for key, run in contenders.items():
+            times[key].append(timed(run, sync=sync))
+    return _attack_ratios(model_name, times)
+
+
+def _attack_ratios(model: str, times: dict) -> list:
+    """The rows of :func:`attack_rows` from each contender's times per repeat (ratios taken repeat by repeat)."""
+    def ratio(num: str, den: str) -> list:
+        return [a / c for a, c in zip(times[num], times[den])]
+
+    rows = []
+    if "pgd" in times:
+        rows.append(Row(model, "W-PGD time / ART PGD time", ratio("wpgd-fp32", "pgd"), "<= 1.10"))
+    for name in PRECISIONS:
+        if f"wpgd-{name}" in times:  # throughput ratio = inverse time ratio
+            # bf16: reported, not held to the fp32 target; the attack also pays its float32 re-counts (one fwd+bwd
+            # at the start, a forward of the start, the best and the last iterate), which the floor does not.
+            suffix, target = ("", ">= 0.85") if name == "fp32" else (f" ({name})", "")
+            rows.append(Row(model, f"W-PGD throughput / fwd+bwd floor{suffix}", ratio(f"floor-{name}", f"wpgd-{name}"),
+                            target, precision=name))
+    if "budget" in times:
+        rows.append(Row(model, "W-PGD-Budget time / W-PGD time (same iterations)", ratio("budget", "wpgd-fp32")))
+    if "wpgd-bf16" in times:
+        rows += [Row(model, "W-PGD bf16 time / fp32 time", ratio("wpgd-bf16", "wpgd-fp32"), precision="bf16/fp32"),
+                 Row(model, "fwd+bwd floor bf16 time / fp32 time", ratio("floor-bf16", "floor-fp32"),
+                     precision="bf16/fp32")]
+    return rows
 
 
 def trades_row(model_name: str, args, x, y) -> list:
@@ -267,13 +335,15 @@ def parse(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--quick", action="store_true", help="small CNN only, fewer inputs: < 2 min on 2 cores")
-    parser.add_argument("--models", default=None, help="comma-separated: smallcnn,resnet18")
+    parser.add_argument("--models", default=None, help=f"comma-separated, from {','.join(MODELS)}")
     parser.add_argument("--n", type=int, default=None, help="inputs attacked per run")
-    parser.add_argument("--max-iter", type=int, default=None)
+    parser.add_argument("--max-iter", "--iters", type=int, default=None)
+    parser.add_argument("--amp", action="store_true",
+                        help="also measure W-PGD and the floor under bf16 autocast, and bf16 time over fp32 time")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--trades-steps", type=int, default=5)
-    parser.add_argument("--skip", default="", help="comma-separated parts to skip: trades,memory,scaling")
+    parser.add_argument("--skip", default="", help=f"comma-separated parts to skip: {','.join(SKIPPABLE)}")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     parser.add_argument("--memory-probe", choices=("pgd", "wpgd"), help=argparse.SUPPRESS)
@@ -281,6 +351,12 @@ def parse(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     quick = args.quick
     args.models = (args.models or ("smallcnn" if quick else "smallcnn,resnet18")).split(",")
+    if set(args.models) - set(MODELS):
+        parser.error(f"unknown --models {sorted(set(args.models) - set(MODELS))}; choose from {', '.join(MODELS)}")
+    args.skip_parts = set(filter(None, args.skip.split(",")))
+    if args.skip_parts - set(SKIPPABLE):
+        parser.error(f"unknown --skip {sorted(args.skip_parts - set(SKIPPABLE))}; choose from {', '.join(SKIPPABLE)}")
+    args.precisions = list(PRECISIONS) if args.amp else ["fp32"]
     # Quick: fewer inputs, not fewer iterations; the last iterate's evaluation pass weighs 1/(3T) of the work.
     args.n = args.n or (128 if quick else 512)
     args.max_iter = args.max_iter or 10
@@ -292,11 +368,11 @@ def parse(argv=None) -> argparse.Namespace:
 
 def run(args) -> dict:
     torch.manual_seed(0)
-    skip = set(filter(None, args.skip.split(",")))
+    skip = args.skip_parts
     x, y, source = load_data(args.n)
     rows = []
     for name in args.models:
-        heavy = name != "smallcnn" and args.device == "cpu"  # ResNet-18 on 2 CPU cores: fewer inputs
+        heavy = name != "smallcnn" and args.device == "cpu"  # ResNet-18 or WRN on 2 CPU cores: fewer inputs
         xs, ys = (x[:args.batch_size], y[:args.batch_size]) if heavy else (x, y)
         rows += attack_rows(name, args, xs, ys)
         if "trades" not in skip:
@@ -307,6 +383,7 @@ def run(args) -> dict:
             rows += scaling_row(name, args)
     return {"date": date.today().isoformat(), "device": args.device, "data": source, "n": args.n,
             "max_iter": args.max_iter, "batch_size": args.batch_size, "repeats": args.repeats,
+            "precisions": args.precisions, "gpu": torch.cuda.get_device_name(0) if args.device == "cuda" else None,
             "torch": torch.__version__, "machine": platform.processor() or platform.machine(), "cpu": cpu_model(),
             "threads": torch.get_num_threads(), "rows": [asdict(r) | {"median": r.median, "verdict": r.verdict()}
                                                          for r in rows], "_rows": rows}
@@ -323,8 +400,8 @@ def main(argv=None) -> dict:
     rows = result.pop("_rows")
     print(f"device={result['device']} data={result['data']} N={result['n']} T={result['max_iter']} "
           f"batch={result['batch_size']} repeats={result['repeats']} torch={result['torch']}")
-    print("| model | measure | median | min–max | target | verdict |")
-    print("|---|---|---|---|---|---|")
+    print("| model | precision | measure | median | min–max | target | verdict |")
+    print("|---|---|---|---|---|---|---|")
     for row in rows:
         print(row.markdown())
     out = Path(args.out)

@@ -117,10 +117,16 @@ def accuracy(clf: PyTorchClassifier, x: np.ndarray, y: np.ndarray, batch_size: i
     return float(np.mean(clf.predict(x, batch_size=batch_size).argmax(axis=1) == y))
 
 
-def settings_for(args: argparse.Namespace) -> EvaluationSettings:
-    """The registry's settings behind the four columns it builds: PGD's eps_step = 12.5 δ / 50 = δ/4."""
+def settings_for(args: argparse.Namespace, key: str) -> EvaluationSettings:
+    """The registry's settings behind the column ``key`` (one it builds: :data:`REGISTRY_NAME`).
+
+    The registry's ``max_iter`` is shared by ART PGD, W-PGD and W-PGD-Budget, so each column gets its own: ART PGD
+    runs ``iters["pgd"]`` (50) iterations with eps_step = (T/4) · δ / T = δ/4, as the module docstring says; W-PGD
+    and W-PGD-Budget run theirs (100).
+    """
     it = args.iters
-    return EvaluationSettings(max_iter=it["wpgd"], batch_size=args.batch_size, pgd_step_ratio=it["pgd"] / 4,
+    max_iter = it[key] if key in ("pgd", "wpgd", "budget") else it["wpgd"]
+    return EvaluationSettings(max_iter=max_iter, batch_size=args.batch_size, pgd_step_ratio=max_iter / 4,
                               apgd_art_max_iter=it["autoattack"], wpgd_loss="redlr", budget_rounds=10)
 
 
@@ -153,7 +159,7 @@ def run_cell(key: str, clf: PyTorchClassifier, x: np.ndarray, y: np.ndarray, del
              dist: Distributional) -> Cell:
     if key in REGISTRY_NAME:
         x_adv, seconds = run_timed_attack(REGISTRY_NAME[key], clf, x, y, delta, p=P, norm=GROUND_NORM,
-                                          settings=settings_for(args), seed=0)
+                                          settings=settings_for(args, key), seed=0)
         note, parts = "", None
     else:
         x_adv, seconds, note, parts = dist.run(key, x, y, delta)

@@ -9,16 +9,19 @@ the JPEG copy of CIFAR-10 in ``../shared/data``; the example exits with a messag
     python examples/finetune_shared_model.py --model cnn_a_adv --n-train 49000
     python examples/finetune_shared_model.py --quick --threads 1          # 256 images, 64 judged: 22 s here
 
-It fine-tunes with ``WassersteinTRADESTrainer``'s defaults (the configuration chosen in
-``docs/experiments/wtrades.md``), then evaluates the model before and after with the package's
-``evaluate``: clean accuracy, AutoAttack (the ``autoattack`` package) at ε = 2/255 and W-AutoAttack at δ = 2/255
-(p = 2, ground ℓ∞). ``bench/finetune_study.py`` is the full study, with the pointwise-TRADES control and seeds.
+It fine-tunes as ``art-wdat finetune`` does: ``WassersteinTRADESTrainer``'s defaults, the default
+``FinetuneRecipe`` (the schedule of ``docs/experiments/finetune_recipe.md``) and a held-out split of the
+fine-tuning images (1,000 or 10%) that chooses the epoch kept, or the start weights if no epoch beats them. Then it
+evaluates the model before and after with the package's ``evaluate`` on test images never used for choosing: clean
+accuracy, AutoAttack (the ``autoattack`` package) at ε = 2/255 and W-AutoAttack at δ = 2/255 (p = 2, ground ℓ∞).
+``bench/finetune_recipe.py`` runs the command line itself on both shared models.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +30,7 @@ import torch
 from art_wdat import WassersteinTRADESTrainer
 from art_wdat.cli.threads import add_threads_argument, set_threads
 from art_wdat.evaluation import EvaluationSettings, evaluate
+from art_wdat.training.recipe import DEFAULT_RECIPE, held_out_size, split_held_out
 from art_wdat.zoo import make_classifier
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -57,8 +61,6 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     ap.add_argument("--model", choices=("resnet2b", "cnn_a_adv"), default="resnet2b")
     ap.add_argument("--n-train", type=int, default=10000)
     ap.add_argument("--n-test", type=int, default=1000)
-    ap.add_argument("--epochs", type=int, default=2)
-    ap.add_argument("--lr", type=float, default=0.002)
     ap.add_argument("--quick", action="store_true", help="256 training and 64 test images, few iterations")
     add_threads_argument(ap)
     args = ap.parse_args(argv)
@@ -66,8 +68,10 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     if not (SHARED / "models" / "zoo.py").is_file():
         print(f"{SHARED} is absent: this example needs the shared models and data; nothing to do.")
         return {}
+    recipe = DEFAULT_RECIPE
     if args.quick:
-        args.n_train, args.n_test, args.epochs = 256, 64, 1
+        args.n_train, args.n_test = 256, 64
+        recipe = replace(recipe, epochs=1, max_iter=2)
     sys.path.insert(0, str(SHARED / "models"))
     import zoo  # type: ignore[import-not-found]  # ../shared/models/zoo.py
 
@@ -75,11 +79,12 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     x_train, y_train, x_test, y_test = load_split(args.n_train, args.n_test)
     before = judge(model, x_test, y_test, args.quick)
 
-    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9)
-    clf = make_classifier(model, (3, 32, 32), 10, optimizer=optimizer)
-    trainer = WassersteinTRADESTrainer(clf, eps=DELTA, max_iter=2 if args.quick else 5)  # the defaults otherwise
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs)
-    trainer.fit(x_train, y_train, batch_size=128, nb_epochs=args.epochs, scheduler=scheduler, seed=0)
+    # The recipe brings its own optimizer; the classifier's is replaced by it.
+    clf = make_classifier(model, (3, 32, 32), 10, optimizer=torch.optim.SGD(model.parameters(), lr=recipe.lr))
+    (x_fit, y_fit), held_out = split_held_out(x_train, y_train, held_out_size(len(x_train)))
+    trainer = WassersteinTRADESTrainer(clf, eps=DELTA, eval_max_iter=2 if args.quick else 20)
+    trainer.fit(x_fit, y_fit, validation_data=held_out, recipe=recipe, seed=0)
+    print(trainer.selection.summary())
     after = judge(model, x_test, y_test, args.quick)
 
     print(f"{args.model}, {args.n_train} fine-tuning images, {args.n_test} test images, δ = ε = 2/255 (p = 2, ℓ∞)")

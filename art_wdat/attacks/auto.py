@@ -29,7 +29,7 @@ from art_wdat.attacks.flip_costs import (
     min_norm_costs,
     predict_labels,
 )
-from art_wdat.attacks.knapsack import knapsack_torch
+from art_wdat.attacks.knapsack import DEFAULT_LEFTOVER, LeftoverRun, knapsack_torch
 from art_wdat.attacks.spec import ThreatSpec
 from art_wdat.core.engine import AttackConfig, AttackTrace, Clip, Forward, GradientPass, StepMethod
 from art_wdat.core.losses import LossFn
@@ -120,12 +120,14 @@ def score(forward: Forward, x_adv: torch.Tensor, target: torch.Tensor, cfg: Atta
 
 
 def run_knapsack(forward: Forward, x: torch.Tensor, y: torch.Tensor, threat: ThreatSpec, costs: FlipCosts, *,
-                 clip: Clip | None, batch_size: int, reducer: Reducer, loss_fn: LossFn) -> tuple[torch.Tensor, float]:
+                 clip: Clip | None, batch_size: int, reducer: Reducer, loss_fn: LossFn,
+                 leftover_run: LeftoverRun = DEFAULT_LEFTOVER) -> tuple[torch.Tensor, float]:
     """The knapsack distribution of ``threat`` from the flip ``costs`` (leftover budget spent by W-PGD with
-    ``loss_fn``); (x_adv, seconds)."""
+    ``loss_fn``, the threat's ``eps_step`` scaled to its ball, and ``leftover_run``'s starts and precision);
+    (x_adv, seconds)."""
     start = time.perf_counter()
     x_adv, _, _ = knapsack_torch(forward, x, y, threat.stepping("wpgd"), costs, clip=clip, batch_size=batch_size,
-                                 reducer=reducer, loss_fn=loss_fn)
+                                 reducer=reducer, loss_fn=loss_fn, leftover_run=leftover_run)
     return x_adv, time.perf_counter() - start
 
 

@@ -5,7 +5,9 @@
    replaced by its minimum-norm points: (1/N) Σ_S c_i^p ≤ δ^p.
 3. The budget left, L^p = δ^p − (1/N) Σ_S c_i^p, goes to the other correctly classified inputs R (n_R of
    them): W-PGD with ReDLR on R alone, in the ball of radius L·(N/n_R)^(1/p) over R, whose cost over all N
-   inputs is L. At p = inf every input of R gets the pointwise ball of radius δ.
+   inputs is L. At p = inf every input of R gets the pointwise ball of radius δ. Its step is the threat's
+   ``eps_step`` scaled to that ball (α · radius/δ, as W-PGD-Budget scales it per input); random starts and bf16
+   passes come from :class:`LeftoverRun`.
 4. ``WassersteinBall.enforce`` makes C(x_adv, x) ≤ δ exact in float32. Both parts are built with a relative
    margin of 1e-9 below their budgets, so enforce has nothing to shrink and cannot move a minimum-norm point
    (which may sit a hair past the decision boundary) back across it; the flipped count is checked after it.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -22,7 +25,14 @@ import numpy as np
 import torch
 
 from art_wdat.attacks import estimator as est
-from art_wdat.attacks.flip_costs import FlipCosts, Forward, MinNormMethod, min_norm_costs, predict_labels
+from art_wdat.attacks.flip_costs import (
+    FlipCosts,
+    Forward,
+    MinNormMethod,
+    default_min_norm,
+    min_norm_costs,
+    predict_labels,
+)
 from art_wdat.attacks.spec import ThreatSpec, parse_norm
 from art_wdat.core.engine import run_distribution_attack
 from art_wdat.core.knapsack import select_cheapest
@@ -65,6 +75,23 @@ class KnapsackResult:
     leftover: float
 
 
+@dataclass(frozen=True)
+class LeftoverRun:
+    """How the W-PGD on the leftover budget runs, beyond the threat: the attack's own settings.
+
+    :ivar num_random_init: Random starts inside the pointwise ball of the leftover's radius (0: start at x); the
+        best iterate over them is kept.
+    :ivar amp: Its gradient passes under bf16 autocast (the returned iterate is re-counted in float32).
+    """
+
+    num_random_init: int = 0
+    amp: bool = False
+
+
+#: The attack's defaults: one start at x, float32 passes.
+DEFAULT_LEFTOVER = LeftoverRun()
+
+
 def leftover_budget(ball: WassersteinBall, costs: torch.Tensor, selected: torch.Tensor,
                     reducer: Reducer = LOCAL) -> float:
     """L = (δ^p − (1/N) Σ_S c_i^p)^(1/p) ≥ 0: what the selected inputs leave of the budget (p = inf: δ)."""
@@ -76,9 +103,12 @@ def leftover_budget(ball: WassersteinBall, costs: torch.Tensor, selected: torch.
 
 def spend_leftover(forward: Forward, x: torch.Tensor, y: torch.Tensor, rest: torch.Tensor,
                    threat: ThreatSpec, leftover: float, *, clip: tuple | None, batch_size: int,
-                   reducer: Reducer = LOCAL, loss_fn: LossFn = redlr) -> torch.Tensor | None:
+                   reducer: Reducer = LOCAL, loss_fn: LossFn = redlr,
+                   run: LeftoverRun = DEFAULT_LEFTOVER) -> torch.Tensor | None:
     """W-PGD (ReDLR) on the inputs ``rest`` alone, in the ball over them that costs ``leftover`` over all N.
 
+    :param threat: The attack's threat: its ``eps_step`` α (at budget δ) becomes α · radius/δ in the leftover's ball.
+    :param run: Random starts and precision of that W-PGD.
     :return: The attacked rows of ``rest`` (in order), or None when there is nothing to spend or no one to
         spend it on (decided over all ranks, so that every rank joins the same collectives).
     """
@@ -86,19 +116,34 @@ def spend_leftover(forward: Forward, x: torch.Tensor, y: torch.Tensor, rest: tor
     if leftover <= 0 or n_rest == 0:
         return None
     scale = 1.0 if math.isinf(threat.p) else (n_all / n_rest) ** (1.0 / threat.p)
-    sub = ThreatSpec(eps=leftover * scale * (1.0 - BUDGET_MARGIN), p=threat.p, norm=threat.norm, method="wpgd",
-                     max_iter=threat.max_iter)
-    cfg = sub.config(loss_fn, batch_size)
-    x_r, _ = run_distribution_attack(forward, x[rest], y[rest], cfg, clip=clip, reducer=reducer, track=True)
+    radius = leftover * scale * (1.0 - BUDGET_MARGIN)
+    # The same step relative to the ball as the attack's at δ; None keeps the default ratio, which is relative too.
+    eps_step = None if threat.eps_step is None or threat.eps == 0 else threat.eps_step * radius / threat.eps
+    sub = ThreatSpec(eps=radius, p=threat.p, norm=threat.norm, method="wpgd", max_iter=threat.max_iter,
+                     eps_step=eps_step)
+    cfg = sub.config(loss_fn, batch_size, amp=run.amp)
+    x_r, _ = run_distribution_attack(forward, x[rest], y[rest], cfg, clip=clip, reducer=reducer, track=True,
+                                     start=_random_start(sub, clip) if run.num_random_init > 0 else None,
+                                     restarts=max(1, run.num_random_init))
     return x_r
+
+
+def _random_start(threat: ThreatSpec, clip: tuple | None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A random point of each input's pointwise ball of radius ``threat.eps`` (inside the W_p ball), in the box."""
+    ball = threat.ball
+    if clip is None:
+        return ball.random_start
+    return lambda x: ball.random_start(x).clamp_(clip[0], clip[1])
 
 
 def knapsack_torch(forward: Forward, x: torch.Tensor, y: torch.Tensor, threat: ThreatSpec,
                    costs: FlipCosts, *, clip: tuple | None = None, batch_size: int = 128, leftover_steps: bool = True,
-                   reducer: Reducer = LOCAL, loss_fn: LossFn = redlr) -> tuple[torch.Tensor, torch.Tensor, float]:
+                   reducer: Reducer = LOCAL, loss_fn: LossFn = redlr,
+                   leftover_run: LeftoverRun = DEFAULT_LEFTOVER) -> tuple[torch.Tensor, torch.Tensor, float]:
     """The knapsack distribution at budget ``threat.eps`` from verified ``costs`` (torch level).
 
     :param loss_fn: The loss of that W-PGD (ReDLR by default; CE for models of fewer than 3 classes).
+    :param leftover_run: Random starts and precision of that W-PGD.
     :param leftover_steps: Spend the budget left after the knapsack set with W-PGD; ``False`` returns the
         knapsack set alone (whose accuracy is the curve of :func:`~art_wdat.core.knapsack.robust_accuracy_curve`).
     :return: (x_adv, the selected mask, the leftover L), with C(x_adv, x) ≤ eps enforced.
@@ -111,14 +156,14 @@ def knapsack_torch(forward: Forward, x: torch.Tensor, y: torch.Tensor, threat: T
     rest = costs.correct & ~selected
     if leftover_steps and threat.eps > 0:
         x_r = spend_leftover(forward, x, y, rest, threat, leftover, clip=clip, batch_size=batch_size, reducer=reducer,
-                             loss_fn=loss_fn)
+                             loss_fn=loss_fn, run=leftover_run)
         if x_r is not None:
             x_adv[rest] = x_r
     return ball.enforce(x, x_adv, reducer), selected, leftover
 
 
 def knapsack_attack(estimator: PyTorchClassifier, x: np.ndarray, y: np.ndarray, threat: ThreatSpec, *,
-                    costs: FlipCosts | None = None, min_norm: MinNormMethod = "fab+apgd",
+                    costs: FlipCosts | None = None, min_norm: MinNormMethod | None = None,
                     min_norm_options: dict | None = None, batch_size: int = 128, leftover_steps: bool = True,
                     reducer: Reducer = LOCAL) -> tuple[np.ndarray, KnapsackResult]:
     """Attack ``x`` (one distribution) on the W_p ball of ``threat``: cheapest flips first, then W-PGD.
@@ -126,9 +171,10 @@ def knapsack_attack(estimator: PyTorchClassifier, x: np.ndarray, y: np.ndarray, 
     :param estimator: An ART ``PyTorchClassifier`` with ``clip_values`` (0, 1).
     :param x: Inputs (N, *input_shape).
     :param y: Labels, indices (N,) or one-hot.
-    :param threat: eps, p, norm, and ``max_iter`` of the W-PGD that spends the leftover.
+    :param threat: eps, p, norm, and ``max_iter`` and ``eps_step`` (scaled to the leftover's ball) of the W-PGD that
+                   spends the leftover.
     :param costs: Flip costs computed before (e.g. to attack several budgets); default: computed here.
-    :param min_norm: The minimum-norm solver of the flip costs.
+    :param min_norm: The minimum-norm solvers of the flip costs (None: the default for the ground norm).
     :param min_norm_options: Keywords of :func:`~art_wdat.attacks.flip_costs.min_norm_costs`.
     :param batch_size: Inputs per forward/backward pass of the W-PGD part.
     :param leftover_steps: Spend the budget left after the knapsack set with W-PGD.
@@ -145,7 +191,8 @@ def knapsack_attack(estimator: PyTorchClassifier, x: np.ndarray, y: np.ndarray, 
     forward = est.forward_fn(estimator)
     with est.eval_mode(estimator):
         if costs is None:
-            costs = min_norm_costs(forward, x_t, y_t, norm=parse_norm(threat.norm), method=min_norm,
+            norm = parse_norm(threat.norm)
+            costs = min_norm_costs(forward, x_t, y_t, norm=norm, method=min_norm or default_min_norm(norm),
                                    **(min_norm_options or {}))
         x_adv, selected, leftover = knapsack_torch(forward, x_t, y_t, threat, costs, batch_size=batch_size,
                                                    clip=est.clip_box(estimator, device),

@@ -121,9 +121,10 @@ class ThreatSpec:
         """The step size α of every iteration."""
         return float(EPS_STEP_RATIO * self.eps / self.max_iter if self.eps_step is None else self.eps_step)
 
-    def config(self, loss_fn: LossFn, batch_size: int, *, targeted: bool = False,
-               keep_best: bool = True) -> AttackConfig:
-        """The engine's settings for this threat with ``loss_fn``, ``batch_size`` inputs per pass.
+    def config(self, loss_fn: LossFn, batch_size: int, *, targeted: bool = False, keep_best: bool = True,
+               amp: bool = False) -> AttackConfig:
+        """The engine's settings for this threat with ``loss_fn``, ``batch_size`` inputs per pass (``amp``: the
+        gradient passes under bf16 autocast, :class:`~art_wdat.core.engine.AttackConfig`).
 
         :raises ValueError: for "knapsack" and "auto", which are not one loop of steps (see :meth:`stepping`).
         """
@@ -131,7 +132,7 @@ class ThreatSpec:
             raise ValueError(f"`method`={self.method!r} is not a step method {STEP_METHODS} of the engine.")
         return AttackConfig(ball=self.ball, loss_fn=loss_fn, eps_step=self.step, max_iter=self.max_iter,
                             method=cast(StepMethod, self.method), batch_size=batch_size, targeted=targeted,
-                            keep_best=keep_best, budget_rounds=self.budget_rounds)
+                            keep_best=keep_best, budget_rounds=self.budget_rounds, amp=amp)
 
 
 class ThreatKeywords:

@@ -34,10 +34,12 @@ from art_wdat.attacks.auto import (
     score,
     timed,
 )
-from art_wdat.attacks.flip_costs import MIN_NORM_METHODS, FlipCosts, MinNormMethod
+from art_wdat.attacks.flip_costs import MIN_NORM_METHODS, FlipCosts, MinNormMethod, default_min_norm
+from art_wdat.attacks.knapsack import LeftoverRun
 from art_wdat.attacks.spec import STEP_METHODS, Method, NormLike, ThreatKeywords, ThreatSpec
 from art_wdat.core.engine import AttackConfig, AttackTrace, Clip, run_distribution_attack
 from art_wdat.core.losses import LossFn, resolve_loss
+from art_wdat.core.precision import check_amp
 from art_wdat.core.reduce import ProcessGroupLike, Reducer, default_reducer, reduce_floats
 from art_wdat.validation import check_int, check_labels, check_x, in_caller_dtype
 
@@ -101,7 +103,7 @@ class WassersteinDistributionalAttack(ThreatKeywords, EvasionAttack):
     attack_params = EvasionAttack.attack_params + [
         "eps", "p", "norm", "method", "max_iter", "eps_step", "loss", "num_random_init", "targeted",
         "batch_size", "keep_best", "budget_rounds", "min_norm", "process_group", "max_device_bytes", "verbose",
-        "allow_large_eps",
+        "allow_large_eps", "amp",
     ]
     _estimator_requirements = (BaseEstimator, LossGradientsMixin, ClassifierMixin)
 
@@ -121,11 +123,12 @@ class WassersteinDistributionalAttack(ThreatKeywords, EvasionAttack):
         batch_size: int = 32,
         keep_best: bool = True,
         budget_rounds: int = 10,
-        min_norm: MinNormMethod = "fab+apgd",
+        min_norm: MinNormMethod | None = None,
         process_group: ProcessGroupLike = None,
         max_device_bytes: int | None = None,
         verbose: bool = True,
         allow_large_eps: bool = False,
+        amp: bool = False,
         flip_cost_cache: FlipCostCache | None = None,
     ) -> None:
         """
@@ -141,12 +144,16 @@ class WassersteinDistributionalAttack(ThreatKeywords, EvasionAttack):
                        APGD-CE + APGD-DLR at ε = eps; see :mod:`art_wdat.attacks.auto`). "knapsack" and
                        "auto" need ``clip_values`` (0, 1) and labels, and are untargeted.
         :param max_iter: Number of steps; 1 is W-FGSM.
-        :param eps_step: Step size α of each iteration (for "budget": α·δ_i/eps per input). Default
+        :param eps_step: Step size α of each iteration (for "budget": α·δ_i/eps per input; for the W-PGD that
+                         spends the knapsack's leftover: α·r/eps in its ball of radius r). Default
                          ``1.875 · eps / max_iter``.
         :param loss: "redlr" (default, spends nothing on inputs already lost), "dlr", "ce", "kl" (labels are
                      then clean class probabilities) or a callable ``(logits, labels) -> per-sample losses``.
         :param num_random_init: Random starts inside the pointwise ball of radius eps; 0 starts at x. The best
-                                iterate over all starts is returned.
+                                iterate over all starts is returned. For "knapsack" and "auto" they are the
+                                starts of every W-PGD and W-PGD-Budget run (the leftover's W-PGD in the pointwise
+                                ball of its own radius); the flip-cost solvers and "auto"'s APGD keep their own
+                                seeded starts.
         :param targeted: Reach the classes in ``y`` instead of leaving them (needs ``y``; "ce" or a callable).
         :param batch_size: Inputs per forward/backward pass. Does not change the result.
         :param keep_best: Return the best iterate of the whole distribution (fewest correct, then highest loss);
@@ -154,17 +161,29 @@ class WassersteinDistributionalAttack(ThreatKeywords, EvasionAttack):
         :param budget_rounds: For "budget": number of (re-)allocations of the per-input budgets, spread evenly
                               over the iterations.
         :param min_norm: The per-input minimum-norm solver behind the flip costs of "knapsack" and "auto" (see
-                         :mod:`art_wdat.attacks.flip_costs`): "fab+apgd" (default, the strongest measured), "fab",
-                         "fab-t" or "apgd".
+                         :mod:`art_wdat.attacks.flip_costs`): solvers joined by "+", each input keeping the
+                         cheapest verified cost of any: "fab+fmn+apgd" (the default under ℓ∞ and ℓ2, the strongest
+                         measured: FAB and FMN, then the APGD bisection from the cheaper), "fab+fmn" (the default at
+                         ℓ1, where the APGD bisection does not run), "fab+apgd", "fab+apgd+fmn", "fmn", "fab",
+                         "fab-t" or "apgd". None: the default for the ground norm.
         :param process_group: ``torch.distributed`` group whose ranks' inputs form one distribution; default: the
                               world group when torch.distributed is initialised; ``False`` forces a local attack.
         :param max_device_bytes: Device memory the attack's copies of x may take (x, x_adv, gradients, best
                                  iterate: about 6 × x's float32 size). Beyond it, they stay in pinned host memory
                                  and batches are streamed to the device; the result is the same. Default: half
-                                 of the free memory on CUDA, unlimited on CPU.
+                                 of the free memory on CUDA, unlimited on CPU. Only for "wpgd" and "budget": the
+                                 flip-cost solvers of "knapsack" and "auto" keep their inputs on the device, and
+                                 a value set with those methods is refused (ValueError) rather than ignored.
         :param verbose: Show a progress bar.
         :param allow_large_eps: Accept an ``eps`` beyond the box ``clip_values`` (ℓ∞: half its range; ℓ2, ℓ1: its
                                 diameter), which is refused by default as a budget on the wrong scale (8 for 8/255).
+        :param amp: Run the model's passes of W-PGD and W-PGD-Budget (also those inside "knapsack" and "auto") under
+                    bf16 autocast on the estimator's device (CUDA or CPU), with 4-D inputs in ``channels_last`` on
+                    CUDA. The iterates, steps, costs and budgets stay float32/float64, so C(x_adv, x) ≤ eps holds
+                    exactly; the returned distribution is chosen and counted by float32 forward passes, so
+                    ``last_result_``'s returned accuracy is never below the float32 one (its intermediate
+                    iterates' numbers are the bf16 passes'). The flip-cost solvers and the scores of "auto" stay
+                    float32.
         :param flip_cost_cache: Where "knapsack" and "auto" keep their flip costs: pass one cache to several attacks
                                 (e.g. one per budget or per p, as :func:`~art_wdat.evaluation.evaluate` does) to
                                 compute the costs of the same model and inputs once. Default: this attack's own.
@@ -190,6 +209,7 @@ class WassersteinDistributionalAttack(ThreatKeywords, EvasionAttack):
         self.max_device_bytes = max_device_bytes
         self.verbose = verbose
         self.allow_large_eps = allow_large_eps
+        self.amp = amp
         self.last_result_: AttackResult | None = None
         self._flip_costs = flip_cost_cache if flip_cost_cache is not None else FlipCostCache()
         self._check_params()
@@ -204,6 +224,11 @@ class WassersteinDistributionalAttack(ThreatKeywords, EvasionAttack):
         check_int("num_random_init", self.num_random_init, low=0)
         if self.max_device_bytes is not None:
             check_int("max_device_bytes", self.max_device_bytes, low=0)
+            if self.method not in STEP_METHODS:
+                raise ValueError(f"`max_device_bytes` is for the step methods {STEP_METHODS}: `method`="
+                                 f"{self.method!r} keeps its inputs on the device for the flip-cost solvers. "
+                                 "Leave it at None.")
+        check_amp(self.amp, est.device_of(self.estimator))
         resolve_loss(self.loss)
         if isinstance(self.loss, str) and self.loss.lower() in ("dlr", "redlr") and self.estimator.nb_classes < 3:
             raise ValueError(f"`loss`={self.loss!r} needs at least 3 classes; use 'ce'.")
@@ -212,16 +237,16 @@ class WassersteinDistributionalAttack(ThreatKeywords, EvasionAttack):
                 raise TypeError(f"`{flag}` must be a bool, got {getattr(self, flag)!r}.")
         if self.targeted and isinstance(self.loss, str) and self.loss.lower() != "ce":
             raise ValueError(f"A targeted attack needs `loss`='ce' or a callable, got {self.loss!r}.")
-        if self.min_norm not in MIN_NORM_METHODS:
+        if self.min_norm is not None and self.min_norm not in MIN_NORM_METHODS:
             raise ValueError(f"`min_norm` must be one of {MIN_NORM_METHODS}, got {self.min_norm!r}.")
         if self.method not in STEP_METHODS and (self.targeted or _is_kl(self.loss)):
             raise ValueError(f"`method`={self.method!r} is untargeted and needs class labels: not with targeted=True "
                              "or loss='kl'.")
 
     def config(self, batch_size: int | None = None, threat: ThreatSpec | None = None) -> AttackConfig:
-        """The engine's settings of this attack, or of ``threat`` with this attack's loss and batches."""
+        """The engine's settings of this attack, or of ``threat`` with this attack's loss, batches and precision."""
         return (threat or self.threat).config(resolve_loss(self.loss), batch_size or self.batch_size,
-                                              targeted=self.targeted, keep_best=self.keep_best)
+                                              targeted=self.targeted, keep_best=self.keep_best, amp=self.amp)
 
     def reducer(self) -> Reducer:
         """Reductions over the whole distribution (across ranks under torch.distributed)."""
@@ -285,7 +310,8 @@ class WassersteinDistributionalAttack(ThreatKeywords, EvasionAttack):
         cfg = self.config(threat=threat.stepping("wpgd"))
         costs, cost_seconds = self._costs(x, y)
         x_k, seconds = run_knapsack(forward, x, y, threat, costs, clip=clip, batch_size=self.batch_size,
-                                    reducer=reducer, loss_fn=cfg.loss_fn)
+                                    reducer=reducer, loss_fn=cfg.loss_fn,
+                                    leftover_run=LeftoverRun(num_random_init=self.num_random_init, amp=self.amp))
         candidates = [Candidate("knapsack", x_k, score(forward, x_k, y, cfg, reducer), None, seconds + cost_seconds)]
         if self.method == "auto":
             candidates += self._auto_candidates(x, y, clip, cfg)
@@ -300,7 +326,8 @@ class WassersteinDistributionalAttack(ThreatKeywords, EvasionAttack):
 
     def _costs(self, x: torch.Tensor, y: torch.Tensor) -> tuple[FlipCosts, float]:
         """The flip costs of (x, y) from the cache, keyed by the estimator's state; (costs, seconds spent here)."""
-        return self._flip_costs.costs(est.forward_fn(self.estimator), x, y, self.ball.norm, self.min_norm,
+        solvers = default_min_norm(self.ball.norm) if self.min_norm is None else self.min_norm
+        return self._flip_costs.costs(est.forward_fn(self.estimator), x, y, self.ball.norm, solvers,
                                       model=est.fingerprint(self.estimator))
 
     def _auto_candidates(self, x: torch.Tensor, y: torch.Tensor, clip: Clip | None,
@@ -348,7 +375,9 @@ class WassersteinDistributionalAttack(ThreatKeywords, EvasionAttack):
 
     def _result(self, x: torch.Tensor, x_adv: torch.Tensor, trace: AttackTrace, method: str) -> AttackResult:
         ball, reducer = self.ball, self.reducer()
-        delta = x_adv - x
+        # In float64, where the difference of two float32 values is exact: a float32 one rounds up to an ulp past
+        # eps (the cost reported 0.1000000015 for a returned 0.0999999996 at p = ∞).
+        delta = x_adv.double() - x.double()
         return AttackResult(
             cost=float(ball.cost(delta, reducer)), eps=float(self.eps), sensitivity=trace.sensitivity,
             perturbation_norms=ball.ground_norms(delta).cpu().numpy(),

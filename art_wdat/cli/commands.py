@@ -21,8 +21,6 @@ from art_wdat.cli.parser import (
     DEFAULT_BUDGETS,
     DEFAULT_IMAGE_BUDGETS,
     PROG,
-    VAL_SPLIT_FRACTION,
-    VAL_SPLIT_MAX,
     parse_budgets,
 )
 from art_wdat.cli.threads import set_threads
@@ -71,7 +69,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     settings = EvaluationSettings(max_iter=args.max_iter or 20, batch_size=args.batch_size,
                                   autoattack_version=args.autoattack_version, autoattack_max_iter=args.aa_iter,
                                   apgd_art_max_iter=args.apgd_iter, apgd_art_restarts=args.apgd_restarts,
-                                  allow_large_eps=args.allow_large_eps)
+                                  allow_large_eps=args.allow_large_eps, amp=args.amp)
     with distributed.launched(distributed.backend_for(args.device)) as (world, rank):
         x, y = loading.load_data(args, "test")
         loaded = loading.load_model(args.model, args, (x, y))
@@ -174,7 +172,7 @@ def _finetune(args: argparse.Namespace, verbose: bool) -> _FinetuneRun:
     per rank), so the inner attack's one budget spans the global batch and the ranks end with the same weights;
     every rank measures the whole held-out split, so they keep the same epoch.
     """
-    from art_wdat.training.recipe import FinetuneRecipe
+    from art_wdat.training.recipe import FinetuneRecipe, held_out_size, split_held_out
     from art_wdat.training.selection import Tolerances
     from art_wdat.training.trainer import WassersteinTRADESTrainer
     from art_wdat.zoo import clip_pair, make_classifier
@@ -183,7 +181,7 @@ def _finetune(args: argparse.Namespace, verbose: bool) -> _FinetuneRun:
     loaded = loading.load_model(args.model, args, (x, y))
     eps = args.eps if args.eps is not None else (0.1 if args.dataset == "digits" else 8 / 255)
     loading.check_budgets(loaded.classifier, [eps], args.norm, args.allow_large_eps)
-    (x_tr, y_tr), validation = loading.hold_out(x, y, val_split_size(args.val_split, len(x)))
+    (x_tr, y_tr), validation = split_held_out(x, y, held_out_size(len(x), args.val_split))
     recipe = FinetuneRecipe(optimizer=args.optimizer, lr=args.lr, schedule=args.schedule, epochs=args.epochs,
                             batch_size=args.batch_size, max_iter=args.max_iter or DEFAULT_RECIPE.max_iter)
     base = loaded.classifier
@@ -195,29 +193,13 @@ def _finetune(args: argparse.Namespace, verbose: bool) -> _FinetuneRun:
                                                    "pointwise_eps") if getattr(args, key) is not None}
     trainer = WassersteinTRADESTrainer(clf, eps=eps, p=args.p, norm=args.norm, beta=args.beta,
                                        finetune=None if args.finetune_mode == "none" else args.finetune_mode,
-                                       weight_noise=args.weight_noise, eval_max_iter=args.val_iter,
+                                       weight_noise=args.weight_noise, eval_max_iter=args.val_iter, amp=args.amp,
                                        allow_large_eps=args.allow_large_eps, **variant)
     tolerances = Tolerances(clean=args.clean_tolerance / 100, pointwise=args.pointwise_tolerance / 100)
     history = trainer.fit(x_tr, y_tr, validation_data=validation, recipe=recipe, tolerances=tolerances,
                           seed=args.seed, verbose=verbose)
     n_val = 0 if validation is None else len(validation[0])
     return _FinetuneRun(trainer, loaded, list(history), recipe, len(x_tr), n_val)
-
-
-def val_split_size(value: float | None, n: int) -> int:
-    """Held-out images for ``--val-split``: a count, a fraction below 1, or None for the default (1,000 or 10%,
-    whichever is smaller); at least one training image is left."""
-    if value is None:
-        size = min(VAL_SPLIT_MAX, int(VAL_SPLIT_FRACTION * n))
-    elif 0 < value < 1:
-        size = int(round(value * n))
-    elif value != int(value):
-        raise ValueError(f"--val-split must be a whole count or a fraction below 1, got {value:g}")
-    else:
-        size = int(value)
-    if size >= n:
-        raise ValueError(f"--val-split {size} leaves no training image of the {n} given")
-    return size
 
 
 def _write_selection_report(checkpoint: Path, extra: dict, table: str) -> list[Path]:

@@ -174,23 +174,6 @@ def load_data(args: argparse.Namespace, split: str) -> tuple[np.ndarray, np.ndar
     return load_dataset(args.dataset, data_dir=args.data_dir, n_samples=args.n_samples, split=split)
 
 
-#: The seed of finetune's held-out split: fixed, so that fine-tunes with other --seed values choose on the same images.
-VAL_SPLIT_SEED = 0
-
-
-def hold_out(x: np.ndarray, y: np.ndarray, size: int) -> tuple[tuple[np.ndarray, np.ndarray],
-                                                              tuple[np.ndarray, np.ndarray] | None]:
-    """``((x_train, y_train), (x_val, y_val))``: ``size`` images drawn with a fixed seed are held out, the rest keep
-    their order; ``size`` 0 holds out nothing (None)."""
-    import numpy as np
-
-    if size <= 0:
-        return (x, y), None
-    held = np.zeros(len(x), dtype=bool)
-    held[np.random.default_rng(VAL_SPLIT_SEED).permutation(len(x))[:size]] = True
-    return (x[~held], y[~held]), (x[held], y[held])
-
-
 def check_compatible(classifier: PyTorchClassifier, x: np.ndarray, y: np.ndarray, dataset: str) -> None:
     """ValueError when the data does not fit the model (input shape, label range)."""
     check_shapes(tuple(classifier.input_shape), x, dataset)

@@ -15,7 +15,7 @@ from functools import partial
 from typing import Any
 
 from art_wdat.cli.threads import THREADS_DEFAULT
-from art_wdat.training.recipe import DECAYS, DEFAULT_RECIPE, OPTIMIZERS
+from art_wdat.training.recipe import DECAYS, DEFAULT_RECIPE, OPTIMIZERS, VAL_SPLIT_FRACTION, VAL_SPLIT_MAX
 from art_wdat.validation import check_int, check_number
 
 PROG = "art-wdat"
@@ -26,9 +26,6 @@ ALL_ATTACKS = "pgd,autoattack,apgd-art,wpgd,wpgd-budget,wauto"
 #: Budgets when --eps is not given: the digits demo's for digits, the usual CIFAR ℓ∞ ones otherwise.
 DEFAULT_BUDGETS = {"digits": "0.05,0.1,0.15"}
 DEFAULT_IMAGE_BUDGETS = "2/255,4/255,8/255"
-#: finetune's default held-out split: this many images, or this fraction of the training data if smaller.
-VAL_SPLIT_MAX = 1000
-VAL_SPLIT_FRACTION = 0.1
 
 
 # --------------------------------------------------------------------------------------------------
@@ -158,6 +155,10 @@ def _model_args(parser: argparse.ArgumentParser) -> None:
                         help="ground norm: inf, 2 or 1 (inf)")
     parser.add_argument("--max-iter", type=_arg_type(_integer, "--max-iter", _AT_LEAST_ONE), default=None,
                         help=f"attack iterations (evaluate: 20; finetune: inner steps, {DEFAULT_RECIPE.max_iter})")
+    parser.add_argument("--amp", action="store_true",
+                        help="bf16 autocast for the gradient passes (evaluate: W-PGD and W-PGD-Budget, also inside "
+                             "W-AutoAttack, budgets exact and accuracies counted in float32; finetune: the "
+                             "trainer's passes, CUDA only)")
     # With the model because the check needs its input box; evaluate and finetune take both.
     parser.add_argument("--allow-large-eps", action="store_true",
                         help="accept a budget beyond the input box's scale (by default 8 is refused where 8/255 "

@@ -7,6 +7,12 @@ sample's gradient and perturbation norms. Statistics stay on the device until th
 loop has no ``.item()`` and no host copy.
 
 The solvers share this loop and differ only in their step (:mod:`art_wdat.core.steps`), picked once per restart.
+
+With ``amp`` the gradient passes run the model under bf16 autocast (:mod:`art_wdat.core.precision`); the iterates,
+steps and feasibility map stay in float32/float64. What defines the returned distribution and its statistics is
+then re-counted by float32 passes: Υ and the start's score (one float32 pass per restart), and the choice between
+the best iterate the bf16 passes saw and the last iterate (one float32 forward each, after the feasibility map).
+The intermediate iterates' statistics are the bf16 passes' own.
 """
 
 from __future__ import annotations
@@ -17,9 +23,10 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
-from tqdm.auto import tqdm
 
 from art_wdat.core.losses import LossFn
+from art_wdat.core.precision import autocast_forward
+from art_wdat.core.progress import Bar, progress_bar
 from art_wdat.core.reduce import LOCAL, Reducer
 from art_wdat.core.steps import BudgetStep, Clip, FixedBudgetStep, Step, WPGDStep
 from art_wdat.core.threat import WassersteinBall
@@ -44,6 +51,8 @@ class AttackConfig:
     budget_rounds: int = 1
     #: For "budget": per-input budgets δ_i fixed in advance (no allocation; the caller keeps them in the ball).
     budgets: torch.Tensor | None = None
+    #: Gradient passes under bf16 autocast; the returned distribution is re-counted in float32 (module docstring).
+    amp: bool = False
 
 
 @dataclass
@@ -80,10 +89,14 @@ class GradientPass:
     """One sweep over the data at an iterate: per-sample loss, win flag and (optionally) ∇x, batch by batch.
 
     Also used by :mod:`art_wdat.evaluation.metrics` for the sensitivity at the clean data.
+
+    :param amp: Run the model under bf16 autocast (float32 logits out); the default is a float32 pass.
     """
 
-    def __init__(self, forward: Forward, target: torch.Tensor, cfg: AttackConfig, device: torch.device) -> None:
-        self.forward, self.cfg, self.device = forward, cfg, device
+    def __init__(self, forward: Forward, target: torch.Tensor, cfg: AttackConfig, device: torch.device, *,
+                 amp: bool = False) -> None:
+        self.forward = autocast_forward(forward, device) if amp else forward
+        self.cfg, self.device = cfg, device
         self.target = target.to(device)
         self.labels = _labels_of(self.target)
         self.sign = -1.0 if cfg.targeted else 1.0
@@ -163,23 +176,34 @@ class _Record:
     def observe(self, x_adv: torch.Tensor, losses: torch.Tensor, wins: torch.Tensor, grad: torch.Tensor,
                 restart: int, it: int) -> None:
         """Score the iterate ``x_adv`` from its gradient pass; the first call also takes Υ from ``grad``."""
-        score = self.reducer.sum(torch.stack([wins.double().sum(), losses.double().sum()]))
+        score = _score(losses, wins, self.reducer)
         self.history.append(score)
         if self.best is not None:
             self.best.offer(x_adv, score, restart, it)
         if self.upsilon is None:
             self.upsilon = self.cfg.ball.sensitivity(self.cfg.ball.dual_norms(grad), self.reducer)
 
-    def trace(self, x: torch.Tensor, restarts: int) -> AttackTrace:
-        """The host-side trace of the returned iterate's restart (one sync, at the end of the run)."""
+    def correct(self, restart: int, it: int, score: torch.Tensor) -> None:
+        """Replace the recorded score of iterate ``it`` of ``restart`` by ``score`` (a float32 re-count)."""
+        self.history[restart * (self.cfg.max_iter + 1) + it] = score
+
+    def where(self, restarts: int) -> tuple[int, int]:
+        """(restart, iteration) of the iterate the run returns: the best one, or the last without ``keep_best``."""
+        if self.best is None:
+            return restarts - 1, self.cfg.max_iter
+        restart, it = (int(v) for v in self.best.where.cpu())
+        return restart, it
+
+    def trace(self, x: torch.Tensor, restarts: int, where: tuple[int, int] | None = None) -> AttackTrace:
+        """The host-side trace of the returned iterate's restart (one sync, at the end of the run).
+
+        :param where: (restart, iteration) of the returned iterate, when not :meth:`where`'s (``amp``'s re-count).
+        """
         cfg, trace = self.cfg, AttackTrace()
         trace.sensitivity = float(self.upsilon) if self.upsilon is not None else float("nan")
         n = self.reducer.sum(x.new_tensor(float(x.shape[0]), dtype=torch.float64)).clamp_min(1.0)
         h = (torch.stack(self.history) / n).cpu()
-        if self.best is not None:
-            trace.best_restart, trace.best_iteration = (int(v) for v in self.best.where.cpu())
-        else:
-            trace.best_restart, trace.best_iteration = restarts - 1, cfg.max_iter
+        trace.best_restart, trace.best_iteration = where or self.where(restarts)
         per_run = cfg.max_iter + 1
         sl = slice(trace.best_restart * per_run, (trace.best_restart + 1) * per_run)
         trace.success_rate, trace.loss = h[:, 0].tolist()[sl], h[:, 1].tolist()[sl]
@@ -188,8 +212,59 @@ class _Record:
         return trace
 
 
+def _score(losses: torch.Tensor, wins: torch.Tensor, reducer: Reducer) -> torch.Tensor:
+    """[inputs won, loss sum] of one pass over all ranks, in float64."""
+    return reducer.sum(torch.stack([wins.double().sum(), losses.double().sum()]))
+
+
+class _Float32Check:
+    """``amp``'s float32 re-counts: Υ and the score of each restart's start, and the choice of the returned iterate.
+
+    :param exact: A float32 :class:`GradientPass` of the run's forward and targets.
+    """
+
+    def __init__(self, exact: GradientPass, record: _Record, reducer: Reducer) -> None:
+        self.exact, self.record, self.reducer = exact, record, reducer
+
+    def start(self, x_adv: torch.Tensor, grad: torch.Tensor, restart: int) -> torch.Tensor:
+        """The float32 score of a restart's start; the first also sets Υ from a float32 gradient (into ``grad``,
+        which the first bf16 pass overwrites next)."""
+        first = restart == 0
+        losses, wins = self.exact(x_adv, grad if first else None, 0)
+        if first:
+            ball = self.record.cfg.ball
+            self.record.upsilon = ball.sensitivity(ball.dual_norms(grad), self.reducer)
+        return _score(losses, wins, self.reducer)
+
+    def choose(self, x: torch.Tensor, x_last: torch.Tensor, restarts: int) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Of the best iterate the bf16 passes saw and the last one, each mapped into the ball, the one with more
+        inputs won in float32 (then the higher float32 loss; the bf16 best on a tie); its score is recorded.
+
+        :return: (the returned iterate, its (restart, iteration)).
+        """
+        ball, record = self.record.cfg.ball, self.record
+        last = (restarts - 1, record.cfg.max_iter)
+        options = [(last, x_last)]
+        if record.best is not None and record.where(restarts) != last:
+            options.insert(0, (record.where(restarts), record.best.x))
+        best: tuple[torch.Tensor, tuple[int, int], torch.Tensor] | None = None
+        for where, x_it in options:
+            x_ok = ball.enforce(x, x_it, self.reducer)
+            score = _score(*self.exact(x_ok, None, 0), self.reducer)
+            if best is None or _beats(score, best[2]):
+                best = (x_ok, where, score)
+        assert best is not None
+        record.correct(*best[1], best[2])
+        return best[0], best[1]
+
+
+def _beats(score: torch.Tensor, other: torch.Tensor) -> bool:
+    """More inputs won, or as many and a higher loss sum."""
+    return bool(score[0] > other[0]) or bool(score[0] == other[0] and score[1] > other[1])
+
+
 def _climb(one_pass: GradientPass, step: Step, x_adv: torch.Tensor, grad: torch.Tensor, restart: int,
-           record: _Record | None, bar: tqdm) -> None:
+           record: _Record | None, bar: Bar) -> None:
     """One restart: ``max_iter`` steps of ``x_adv`` in place, plus a last pass that scores the final iterate."""
     max_iter = one_pass.cfg.max_iter
     for it in range(max_iter + (0 if record is None else 1)):
@@ -231,26 +306,37 @@ def run_distribution_attack(forward: Forward, x: torch.Tensor, target: torch.Ten
     :param reducer: Sums and maxima over the whole distribution (see :mod:`art_wdat.core.reduce`).
     :param track: Keep the best iterate and per-iterate statistics. ``False`` returns the last iterate
         and skips the final evaluation pass (used by the trainer's inner maximisation).
-    :param verbose: Show a tqdm progress bar over iterations.
+    :param verbose: Show a progress bar over iterations (on a terminal only: :mod:`art_wdat.core.progress`).
     :param device: Where the model runs, if not where ``x`` is: then ``x`` and every tensor of its size stay
         where they are (host memory, for inputs larger than the device) and batches are streamed.
     """
     if cfg.ball.eps == 0:
         return x.clone(), AttackTrace()
-    one_pass = GradientPass(forward, target, cfg, device or x.device)
+    device = device or x.device
+    one_pass = GradientPass(forward, target, cfg, device, amp=cfg.amp)
     grad = torch.empty_like(x)
     record = _Record(x, cfg, reducer) if track else None
-    bar = tqdm(total=restarts * cfg.max_iter, desc=f"W-PGD ({cfg.method})", disable=not verbose, leave=False)
+    check = _Float32Check(GradientPass(forward, target, cfg, device), record, reducer) \
+        if cfg.amp and record is not None else None
+    bar = progress_bar(restarts * cfg.max_iter, f"W-PGD ({cfg.method})", verbose)
     for restart in range(restarts):
         x_adv = x.clone() if start is None else start(x)
         step = step_for(cfg, x, clip, reducer)
+        start_score = None if check is None else check.start(x_adv, grad, restart)
         _climb(one_pass, step, x_adv, grad, restart, record, bar)
         # Skipped untracked (the trainer's inner loop), where a NaN shows in the loss.
         if record is not None:
             _raise_on_nan(one_pass, reducer, restart)
+        if record is not None and start_score is not None:
+            record.correct(restart, 0, start_score)
     bar.close()
-    trace = AttackTrace() if record is None else record.trace(x, restarts)
+    if record is not None and check is not None:
+        returned, where = check.choose(x, x_adv, restarts)
+        trace = record.trace(x, restarts, where)
+    else:
+        trace = AttackTrace() if record is None else record.trace(x, restarts)
+        chosen = x_adv if record is None or record.best is None else record.best.x
+        # Float32 rounding of x + Δ may overshoot the budget by an ulp: fix the returned iterate only.
+        returned = cfg.ball.enforce(x, chosen, reducer)
     trace.budgets = step.radius
-    returned = x_adv if record is None or record.best is None else record.best.x
-    # Float32 rounding of x + Δ may overshoot the budget by an ulp; fix the returned iterate only (no cost per step).
-    return cfg.ball.enforce(x, returned, reducer), trace
+    return returned, trace

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -62,6 +63,16 @@ def accuracy_curve(flip_costs: np.ndarray, p: float, deltas: float | Sequence[fl
         raise ValueError(f"`correct` has {mask.size} entries for {costs.size} costs.")
     return robust_accuracy_curve(torch.from_numpy(costs), float(p), torch.from_numpy(grid),
                                  torch.from_numpy(mask)).numpy()
+
+
+def reads_per_255(input_shape: Sequence[int], clip_values: Any, norm: float) -> bool:
+    """Whether budgets read best as k/255: colour images (C×H×W or H×W×C with 3 channels) in [0, 1] under the ℓ∞
+    ground norm, where δ = k/255 moves each 8-bit pixel by k levels. Both plots of an evaluation use this one unit.
+    """
+    shape = tuple(input_shape)
+    if len(shape) != 3 or 3 not in (shape[0], shape[-1]) or clip_values is None or not math.isinf(norm):
+        return False
+    return bool(np.all(np.asarray(clip_values[0]) == 0) and np.all(np.asarray(clip_values[1]) == 1))
 
 
 def curve_orders(p: float) -> list[float]:

@@ -4,13 +4,16 @@
 :func:`plot_knapsack_curve` draws the knapsack's whole curve (``result.curve``), one line per order p.
 matplotlib is imported inside each, so that importing this module (or the command line) never pays for it.
 The figures are drawn on an Agg canvas directly, without pyplot: no display is needed and the caller's global
-backend (a notebook's, say) is left alone.
+backend (a notebook's, say) is left alone. Both put the budget on the same axis: k/255 for colour images in [0, 1]
+under the ℓ∞ ground norm (``result.per_255``), δ itself otherwise. Titles are wrapped to the figure's width, so a
+long model path is never cut off.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import textwrap
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -24,11 +27,29 @@ Results = EvaluationResult | Mapping[str, EvaluationResult]
 #: Budgets at which :func:`plot_knapsack_curve` evaluates the exact curve from the stored flip costs.
 _DENSE = 601
 _MARKERS = {"pgd": "o", "autoattack": "s", "wpgd": "^", "wpgd-budget": "v", "wauto": "D"}
+#: Figure width per panel, in inches.
+_PANEL_WIDTH = 5.5
 
 
-def _draw(ax, result: EvaluationResult, title: str | None) -> None:
+def _scale(result: EvaluationResult, per_255: bool | None) -> float:
+    """255 when the budget axis reads k/255 (``per_255``, else the result's own unit), 1 otherwise."""
+    if per_255 is None:
+        per_255 = result.per_255 or (result.curve is not None and result.curve.per_255)
+    return 255.0 if per_255 else 1.0
+
+
+def _wrap(text: str, width_in: float, fontsize: float) -> str:
+    """``text`` broken into lines that fit ``width_in`` inches at ``fontsize`` points (paths break anywhere)."""
+    # About 0.6 em per character of matplotlib's default sans-serif font, a safe upper bound for paths and digits.
+    chars = max(20, int(width_in * 72 / (0.6 * fontsize)))
+    return "\n".join(textwrap.fill(line, chars, break_long_words=True, break_on_hyphens=False)
+                     for line in text.splitlines())
+
+
+def _draw(ax, result: EvaluationResult, title: str | None, per_255: bool | None = None) -> None:
     """One panel: a line per attack, clean accuracy dashed, [A·R^l, A·R^u] shaded."""
-    budgets = result.budget_values()
+    scale = _scale(result, per_255)
+    budgets = [b * scale for b in result.budget_values()]
     for key in result.attacks:
         ax.plot(budgets, [b.accuracy(key) for b in result.budgets], marker=_MARKERS.get(key, "o"),
                 label=ATTACK_NAMES.get(key, key))
@@ -38,12 +59,13 @@ def _draw(ax, result: EvaluationResult, title: str | None) -> None:
     # Where a bound is undefined (NaN) matplotlib leaves a gap in the band instead of drawing nonsense.
     if any(not math.isnan(v) for v in low + high):
         ax.fill_between(budgets, low, high, alpha=0.2, color="tab:purple", label=r"$A\cdot[R^l,\,R^u]$")
-    ax.set_xlabel("budget δ (ε for pointwise attacks)")
+    unit = " (k/255)" if scale > 1 else ""
+    ax.set_xlabel(f"budget δ{unit} (ε for pointwise attacks)")
     ax.set_ylabel("accuracy")
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
     head = f"p = {format_order(result.p)}, norm = {format_order(result.norm)}"
-    ax.set_title(f"{title}\n{head}" if title else head, fontsize=10)
+    ax.set_title(_wrap(f"{title}\n{head}" if title else head, _PANEL_WIDTH, 10), fontsize=10)
     ax.legend(fontsize=8)
 
 
@@ -52,14 +74,15 @@ def _figure(panels: int) -> tuple:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(5.5 * panels, 4.2))
+    fig = Figure(figsize=(_PANEL_WIDTH * panels, 4.2))
     FigureCanvasAgg(fig)
     return fig, fig.subplots(1, panels, sharey=True, squeeze=False)[0]
 
 
 def _save(fig, path: str | os.PathLike, title: str | None, dpi: int) -> Path:
     if title:
-        fig.suptitle(title)
+        fontsize = 12.0
+        fig.suptitle(_wrap(title, fig.get_figwidth(), fontsize), fontsize=fontsize)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -74,20 +97,22 @@ def _panels(results: Results) -> dict:
     return panels
 
 
-def plot_accuracy(results: Results, path: str | os.PathLike, title: str | None = None, dpi: int = 120
-                  ) -> Path:
+def plot_accuracy(results: Results, path: str | os.PathLike, title: str | None = None, dpi: int = 120, *,
+                  per_255: bool | None = None) -> Path:
     """Write accuracy against budget, one line per attack with the bounds shaded, to a PNG.
 
     :param results: One result, or a mapping label -> result drawn as panels side by side (shared y axis).
     :param path: The PNG to write; its folder is created.
-    :param title: Figure title.
+    :param title: Figure title (wrapped to the figure's width).
     :param dpi: Resolution.
+    :param per_255: x in k/255 (True) or in δ (False); None: as the result says (``per_255``), the same axis as
+        :func:`plot_knapsack_curve`'s.
     :return: The path written.
     """
     panels = _panels(results)
     fig, axes = _figure(len(panels))
     for ax, (label, result) in zip(axes, panels.items()):
-        _draw(ax, result, label)
+        _draw(ax, result, label, per_255)
     return _save(fig, path, title, dpi)
 
 
@@ -100,7 +125,7 @@ def _draw_curve(ax, result: EvaluationResult, title: str | None, per_255: bool |
     curve = result.curve
     if curve is None:
         raise ValueError("no knapsack curve to plot: the evaluation did not run W-AutoAttack at a budget > 0")
-    scale = 255.0 if (curve.per_255 if per_255 is None else per_255) else 1.0
+    scale = _scale(result, per_255)
     # The curve is a step function of δ: drawn exactly on a fine grid from the stored costs when there are some.
     dense = np.linspace(0.0, curve.deltas[-1], _DENSE) if curve.sorted_costs else np.asarray(curve.deltas)
     for order, values in curve.accuracy.items():
@@ -119,7 +144,7 @@ def _draw_curve(ax, result: EvaluationResult, title: str | None, per_255: bool |
     ax.grid(alpha=0.3)
     source = f"{curve.source_budget * scale:.4g}{'/255' if scale > 1 else ''}"
     head = f"knapsack, from the flip costs of one run (δ = {source})"
-    ax.set_title(f"{title}\n{head}" if title else head, fontsize=10)
+    ax.set_title(_wrap(f"{title}\n{head}" if title else head, _PANEL_WIDTH, 10), fontsize=10)
     ax.legend(fontsize=8)
 
 
@@ -132,8 +157,9 @@ def plot_knapsack_curve(results: Results, path: str | os.PathLike, title: str | 
 
     :param results: One result, or a mapping label -> result drawn as panels side by side; each needs a curve.
     :param path: The PNG to write; its folder is created.
-    :param title: Figure title.
-    :param per_255: x in k/255 (True) or in δ (False); None: as the curve says (images in [0, 1], ℓ∞).
+    :param title: Figure title (wrapped to the figure's width).
+    :param per_255: x in k/255 (True) or in δ (False); None: as the result says (colour images in [0, 1], ℓ∞), the
+        same axis as :func:`plot_accuracy`'s.
     :param dpi: Resolution.
     :return: The path written.
     :raises ValueError: If a result has no curve.

@@ -22,7 +22,7 @@ import numpy as np
 
 from art_wdat.attacks import WassersteinDistributionalAttack
 from art_wdat.attacks.auto import FlipCostCache
-from art_wdat.attacks.flip_costs import MinNormMethod
+from art_wdat.attacks.flip_costs import MinNormMethod, default_min_norm
 from art_wdat.attacks.spec import Method
 from art_wdat.core.reduce import ProcessGroupLike
 from art_wdat.evaluation.autoattack import AutoAttackVersion, PackageAutoAttack
@@ -64,6 +64,9 @@ class EvaluationSettings:
     :ivar bound_loss: The loss J of V(0), W(0), Υ and Q_δ in the bounds.
     :ivar allow_large_eps: Let the distributional attacks take budgets beyond the box's scale (see
         ``WassersteinDistributionalAttack``'s ``allow_large_eps``).
+    :ivar amp: Run the distributional attacks' W-PGD and W-PGD-Budget passes under bf16 autocast (their returned
+        distributions are re-counted in float32; see ``WassersteinDistributionalAttack``'s ``amp``). The pointwise
+        attacks and the bounds stay float32.
     """
 
     max_iter: int = 20
@@ -80,6 +83,7 @@ class EvaluationSettings:
     budget_rounds: int = 5
     bound_loss: str = "redlr"
     allow_large_eps: bool = False
+    amp: bool = False
 
 
 def parse_attacks(attacks: str | Sequence[str]) -> tuple:
@@ -129,15 +133,14 @@ def build_attack(name: str, classifier: PyTorchClassifier, budget: float, *, p: 
                                                max_iter=s.max_iter, eps_step=eps_step, loss=s.wpgd_loss,
                                                batch_size=s.batch_size, budget_rounds=s.budget_rounds,
                                                allow_large_eps=s.allow_large_eps, process_group=process_group,
-                                               min_norm=min_norm_for(norm), verbose=False,
+                                               min_norm=min_norm_for(norm), verbose=False, amp=s.amp,
                                                flip_cost_cache=flip_cost_cache)
     raise ValueError(f"unknown attack {name!r}; choose from {', '.join(ALL_ATTACKS)}")
 
 
 def min_norm_for(norm: float) -> MinNormMethod:
-    """W-AutoAttack's flip-cost solver for the ground norm: FAB then the APGD bisection, or FAB alone at ℓ1 (the
-    bisection's APGD takes one radius per input under ℓ∞ and ℓ2 only)."""
-    return "fab" if norm == 1.0 else "fab+apgd"
+    """W-AutoAttack's flip-cost solvers for the ground norm (:func:`~art_wdat.attacks.flip_costs.default_min_norm`)."""
+    return default_min_norm(norm)
 
 
 def apgd_art_losses(classifier: PyTorchClassifier, settings: EvaluationSettings) -> list:

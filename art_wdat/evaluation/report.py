@@ -137,6 +137,8 @@ class EvaluationResult:
         did not run at a budget > 0).
     :ivar flip_cost_seconds: Wall time of W-AutoAttack's flip-cost pass, run once for all budgets and left out of
         its per-budget times (0 when an earlier evaluation's cache served the costs; NaN when it did not run).
+    :ivar per_255: Whether the budgets read best as k/255 (colour images in [0, 1], ℓ∞ ground norm): the unit of
+        both plots' budget axis.
     """
 
     p: float
@@ -157,6 +159,7 @@ class EvaluationResult:
     seconds: float = math.nan
     curve: AccuracyCurve | None = None
     flip_cost_seconds: float = math.nan
+    per_255: bool = False
 
     # -- serialisation ----------------------------------------------------------------------------------
     def to_dict(self) -> dict:

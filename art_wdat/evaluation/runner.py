@@ -28,11 +28,12 @@ import torch
 from art_wdat.attacks import parse_norm
 from art_wdat.attacks.auto import FlipCostCache
 from art_wdat.attacks.estimator import device_of
+from art_wdat.core.progress import Bar, progress_bar
 from art_wdat.core.reduce import LOCAL, ProcessGroupLike, Reducer, default_reducer, reduce_floats
 from art_wdat.core.threat import WassersteinBall
 from art_wdat.evaluation import metrics
 from art_wdat.evaluation.autoattack import autoattack_note, check_version
-from art_wdat.evaluation.curve import knapsack_curve
+from art_wdat.evaluation.curve import knapsack_curve, reads_per_255
 from art_wdat.evaluation.registry import (
     ATTACK_NAMES,
     ATTACKS,
@@ -89,6 +90,9 @@ def _check_settings(s: EvaluationSettings) -> None:
         value = getattr(s, name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ValueError(f"{name} must be None or an integer >= 1, got {value!r}")
+    for name in ("allow_large_eps", "amp"):
+        if not isinstance(getattr(s, name), bool):
+            raise TypeError(f"`{name}` must be a bool, got {getattr(s, name)!r}.")
     check_version(s.autoattack_version)
     s.apgd_art_losses = tuple(s.apgd_art_losses)
 
@@ -152,10 +156,9 @@ def _notes(classifier: PyTorchClassifier, names: Sequence[str], s: EvaluationSet
 # --------------------------------------------------------------------------------------------------
 
 
-def _progress(total: int, verbose: bool) -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="evaluate", unit="run", disable=not verbose, leave=False)
+def _progress(total: int, verbose: bool) -> Bar:
+    """The evaluation's one bar (its attacks run without theirs), drawn on a terminal only."""
+    return progress_bar(total, "evaluate", verbose, unit="run")
 
 
 @dataclass
@@ -225,17 +228,16 @@ class _Run:
         """The knapsack's accuracy against the budget over all ranks (None without flip costs)."""
         if self.flip_costs is None:
             return None
-        shape, clip = tuple(self.classifier.input_shape), self.classifier.clip_values
-        # k/255 is the unit of ℓ∞ budgets on 8-bit colour images scaled to [0, 1].
-        images = len(shape) == 3 and 3 in (shape[0], shape[-1]) and clip is not None \
-            and np.all(np.asarray(clip[0]) == 0) and np.all(np.asarray(clip[1]) == 1)
         return knapsack_curve(self.flip_costs, self.p, budgets, source_budget=self.flip_budget,
-                              per_255=bool(images and math.isinf(self.norm)), reducer=self.reducer,
-                              device=device_of(self.classifier))
+                              per_255=self.per_255(), reducer=self.reducer, device=device_of(self.classifier))
+
+    def per_255(self) -> bool:
+        """Whether the budgets read best as k/255 (both plots' unit): :func:`reads_per_255`."""
+        return reads_per_255(self.classifier.input_shape, self.classifier.clip_values, self.norm)
 
 
 def _evaluate_budget(run: _Run, budget: float, names: Sequence[str], stats: metrics.CleanStatistics,
-                     bar: Any) -> BudgetResult:
+                     bar: Bar) -> BudgetResult:
     row = BudgetResult(budget=budget, clean_accuracy=stats.clean_accuracy)
     for name in names:
         bar.set_postfix_str(f"{ATTACK_NAMES[name]} δ={budget:.4g}")
@@ -321,7 +323,7 @@ def evaluate(classifier: PyTorchClassifier, x: np.ndarray, y: np.ndarray, budget
                               metrics_seconds=metrics_seconds, budgets=rows, attacks=list(names), seed=seed,
                               settings=asdict(settings), meta=dict(meta or {}), notes=notes,
                               seconds=run.slowest(time.perf_counter() - begin), curve=curve,
-                              flip_cost_seconds=flip_cost_seconds)
+                              flip_cost_seconds=flip_cost_seconds, per_255=run.per_255())
     logger.info("evaluation done in %.1f s: clean accuracy %.4f over %d inputs", result.seconds,
                 result.clean_accuracy, result.n_samples)
     return result

@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
+
 from art_wdat.validation import check_int, check_number
 
 if TYPE_CHECKING:
@@ -41,7 +43,7 @@ class FinetuneRecipe:
     """
 
     optimizer: OptimizerName = "sgd"
-    lr: float = 0.002
+    lr: float = 0.001
     schedule: DecayName = "cosine"
     epochs: int = 4
     batch_size: int = 128
@@ -82,7 +84,7 @@ class FinetuneRecipe:
         return asdict(self)
 
     def describe(self) -> str:
-        """One line, e.g. "SGD (momentum 0.9), lr 0.002, cosine decay, 4 epochs, batch 128, 5 inner steps"."""
+        """One line, e.g. "SGD (momentum 0.9), lr 0.001, cosine decay, 4 epochs, batch 128, 5 inner steps"."""
         opt = f"SGD (momentum {self.momentum:g})" if self.optimizer == "sgd" else "Adam"
         decay = "cosine decay" if self.schedule == "cosine" else "constant lr"
         return (f"{opt}, lr {self.lr:g}, {decay}, {self.epochs} epoch(s), batch {self.batch_size}, "
@@ -91,3 +93,44 @@ class FinetuneRecipe:
 
 #: The default schedule of the trainer's fine-tunes, the CLI and the examples.
 DEFAULT_RECIPE = FinetuneRecipe()
+
+
+#: The default held-out split: this many images, or this fraction of the training data if that is smaller.
+VAL_SPLIT_MAX = 1000
+VAL_SPLIT_FRACTION = 0.1
+#: Its seed: fixed, so that fine-tunes with different seeds choose on the same images.
+VAL_SPLIT_SEED = 0
+
+
+def held_out_size(n: int, value: float | None = None) -> int:
+    """How many of ``n`` training images to hold out: ``value`` as a count, or as a fraction if below 1; None: the
+    default, :data:`VAL_SPLIT_MAX` or :data:`VAL_SPLIT_FRACTION` of ``n``, whichever is smaller. At least one
+    training image is left.
+
+    :raises ValueError: naming ``val_split`` for a negative or fractional count, or one that leaves nothing to train.
+    """
+    if value is None:
+        size = min(VAL_SPLIT_MAX, int(VAL_SPLIT_FRACTION * n))
+    else:
+        check_number("val_split", value, low=0.0)
+        if 0 < value < 1:
+            size = int(round(value * n))
+        elif value != int(value):
+            raise ValueError(f"`val_split` must be a whole count or a fraction below 1, got {value:g}.")
+        else:
+            size = int(value)
+    if size >= n:
+        raise ValueError(f"`val_split` {size} leaves no training image of the {n} given.")
+    return size
+
+
+def split_held_out(x: np.ndarray, y: np.ndarray, size: int, seed: int = VAL_SPLIT_SEED
+                   ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray] | None]:
+    """``((x_train, y_train), (x_val, y_val))``: ``size`` images drawn with ``seed`` are held out, the others keep
+    their order; ``size`` 0 holds out nothing (None). The arrays given are not modified.
+    """
+    if size <= 0:
+        return (x, y), None
+    held = np.zeros(len(x), dtype=bool)
+    held[np.random.default_rng(seed).permutation(len(x))[:size]] = True
+    return (x[~held], y[~held]), (x[held], y[held])
