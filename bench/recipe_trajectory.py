@@ -31,7 +31,6 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import finetune_study as study  # noqa: E402
 
-
 #: The trainer keywords every run starts from (the table shows only what a run changed; budgets in /255).
 DEFAULTS = {"eps": 2 / 255, "beta": 6.0, "max_iter": 5}
 

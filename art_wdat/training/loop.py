@@ -15,7 +15,6 @@ Imports run one way: settings, then this loop, then the trainer.
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -202,8 +201,10 @@ class EpochLoop:
     # -- held-out validation and selection -------------------------------------------------------------------
     def validate(self, epoch: int) -> dict:
         """Measure the held-out split now; offer the epoch to the selection (keeping its weights if it wins)."""
-        assert self.opts.judge is not None
-        record = self.opts.judge.measure()
+        judge = self.opts.judge
+        if judge is None:
+            return {}
+        record = judge.measure()
         selection = self.state.selection
         won = selection is not None and selection.offer(epoch, record)
         if won and self.opts.select_best:
@@ -247,7 +248,7 @@ class EpochLoop:
         selection = self.state.selection
         if selection is None or not self.opts.select_best or self.state.kept_weights is None:
             return
-        self.module.load_state_dict(copy.deepcopy(self.state.kept_weights))
+        self.module.load_state_dict(self.state.kept_weights)  # copies the values into the module's own tensors
         logger.info(selection.summary())
 
     def say(self, line: str) -> None:
