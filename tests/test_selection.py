@@ -139,8 +139,10 @@ def test_recipe_sets_the_optimizer_inner_steps_and_epochs(pretrained, digits):
     with pytest.raises(ValueError, match="`scheduler`"):
         trainer.fit(x_tr[:64], y_tr[:64], recipe=recipe, verbose=False,
                     scheduler=torch.optim.lr_scheduler.StepLR(pretrained.optimizer, 1))
+    installed = pretrained.optimizer
     with pytest.raises(ValueError, match="`select_best`"):
-        trainer.fit(x_tr[:64], y_tr[:64], select_best=True, verbose=False)
+        trainer.fit(x_tr[:64], y_tr[:64], select_best=True, recipe=FinetuneRecipe(max_iter=3), verbose=False)
+    assert pretrained.optimizer is installed and trainer.max_iter == 1  # a refused call changes nothing
     with pytest.raises(TypeError, match="`recipe`"):
         trainer.fit(x_tr[:64], y_tr[:64], recipe={"lr": 0.1}, verbose=False)
 

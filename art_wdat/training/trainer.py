@@ -197,13 +197,14 @@ class WassersteinTRADESTrainer(TRADESSettings):
         :param callback: Called as ``callback(epoch, record)`` after each epoch (and its checkpoint).
         :return: :attr:`history`.
         """
-        batch_size, nb_epochs, scheduler = self._apply_recipe(recipe, batch_size, nb_epochs, scheduler)
+        batch_size, nb_epochs = self._sizes(recipe, batch_size, nb_epochs, scheduler)
         opts = self._options(nb_epochs, batch_size, scheduler, checkpoint_dir, resume, seed, verbose, callback,
                              validation_data, select_best, tolerances, kwargs)
         x = check_x(x, self._classifier.input_shape, self._classifier.clip_values)
         labels = check_labels(y, x.shape[0], self._classifier.nb_classes)
         if labels is None:
             raise ValueError("`y` is required.")
+        self._install_recipe(recipe, opts)
         n = x.shape[0]
         world, rank = self._sync.world()
         step = batch_size * world  # the global batch: one distribution, one budget
@@ -256,11 +257,12 @@ class WassersteinTRADESTrainer(TRADESSettings):
         if generator.size is None:
             raise ValueError("`generator` must know its size (generator.size is None).")
         nb_batches = getattr(generator, "batches_per_epoch", None) or math.ceil(generator.size / generator.batch_size)
-        _, nb_epochs, scheduler = self._apply_recipe(recipe, generator.batch_size, nb_epochs, scheduler)
+        _, nb_epochs = self._sizes(recipe, generator.batch_size, nb_epochs, scheduler)
         opts = self._options(nb_epochs, generator.batch_size, scheduler, checkpoint_dir, resume, seed, verbose,
                              callback, validation_data, select_best, tolerances, kwargs)
         sync = self._sync
         sync.check_same_batch_count(nb_batches)
+        self._install_recipe(recipe, opts)
 
         def epoch_batches(epoch: int) -> Iterator[Batch]:
             start_generator_epoch(generator, epoch)
@@ -277,25 +279,28 @@ class WassersteinTRADESTrainer(TRADESSettings):
         x_t = torch.from_numpy(np.array(x, dtype=np.float32, copy=True)).to(self._device)
         return x_t, torch.from_numpy(np.asarray(y, dtype=np.int64)).to(self._device), shard
 
-    def _apply_recipe(self, recipe: FinetuneRecipe | None, batch_size: int | None, nb_epochs: int | None,
-                      scheduler: Any | None) -> tuple[int, int, Any | None]:
-        """The call's batch size, epochs and scheduler; with a recipe, its optimizer goes on the classifier."""
-        if recipe is None:
-            return (DEFAULT_RECIPE.batch_size if batch_size is None else batch_size,
-                    DEFAULT_RECIPE.epochs if nb_epochs is None else nb_epochs, scheduler)
-        if not isinstance(recipe, FinetuneRecipe):
+    def _sizes(self, recipe: FinetuneRecipe | None, batch_size: int | None, nb_epochs: int | None,
+               scheduler: Any | None) -> tuple[int, int]:
+        """The call's batch size and epochs: given, else the recipe's (or the default recipe's). No side effect."""
+        if recipe is not None and not isinstance(recipe, FinetuneRecipe):
             raise TypeError(f"`recipe` must be a FinetuneRecipe, got {type(recipe).__name__}.")
-        if scheduler is not None:
+        if recipe is not None and scheduler is not None:
             raise ValueError("`scheduler` and `recipe` both set the learning-rate schedule; pass one of them.")
-        nb_epochs = recipe.epochs if nb_epochs is None else nb_epochs
+        base = recipe or DEFAULT_RECIPE
+        return (base.batch_size if batch_size is None else batch_size,
+                base.epochs if nb_epochs is None else nb_epochs)
+
+    def _install_recipe(self, recipe: FinetuneRecipe | None, opts: FitOptions) -> None:
+        """With a recipe, after every check: its optimizer on the classifier, its decay over ``opts.nb_epochs`` as
+        the call's scheduler, and its inner steps."""
+        if recipe is None:
+            return
         # The recipe's decay spans the epochs actually run.
-        recipe = replace(recipe, epochs=nb_epochs) if nb_epochs != recipe.epochs and nb_epochs >= 1 else recipe
-        params = [p for p in self._classifier.model.parameters() if p.requires_grad]
-        optimizer = recipe.build_optimizer(params)
+        recipe = replace(recipe, epochs=opts.nb_epochs)
+        optimizer = recipe.build_optimizer([p for p in self._classifier.model.parameters() if p.requires_grad])
         self._classifier._optimizer = optimizer  # ART's attribute behind `optimizer`: what the trainer steps
         self.max_iter = recipe.max_iter
-        return (recipe.batch_size if batch_size is None else batch_size, nb_epochs,
-                recipe.build_scheduler(optimizer))
+        opts.scheduler = recipe.build_scheduler(optimizer)
 
     def _options(self, nb_epochs: int, batch_size: int, scheduler: Any | None, checkpoint_dir: str | Path | None,
                  resume: bool, seed: int | None, verbose: bool, callback: EpochCallback | None,
