@@ -2,6 +2,7 @@
 
     python bench/frontier.py                       # table and plots from bench/results/wtrades_study.jsonl
     python bench/frontier.py --split test --seeds 0,1
+    python bench/frontier.py --by-data 12           # limited data: both methods at total KL weight 12 per n_train
 
 Reads the rows of ``bench/finetune_study.py`` that share one schedule (``--n-train``, ``--epochs``, ``--lr``) and one
 split, and draws each method as a line over its strength knob, the total KL weight: pointwise TRADES (the study's
@@ -74,6 +75,24 @@ def markdown(data: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def data_table(rows: list[dict], split: str, epochs: int, lr: float, total: float) -> str:
+    """Limited data: both methods at total KL weight ``total`` for every training-set size present, W-AutoAttack
+    @2/255 of W-TRADES minus TRADES' beside (one row per size; means over the seeds present)."""
+    sizes = sorted({r["schedule"]["n_train"] for r in rows if r["kind"] == "finetune" and r["split"] == split})
+    lines = ["| model | training images | TRADES: clean / AA@2 / W-AA@2 | W-TRADES: clean / AA@2 / W-AA@2 "
+             "| W-AA@2, W-TRADES − TRADES (points) |", "|---|---|---|---|---|"]
+    for n in sizes:
+        data = frontier(rows, split, n, epochs, lr, None)
+        for model, entry in data.items():
+            pair = [entry["methods"].get(v, {}).get(total) for v in METHODS]
+            if any(p is None for p in pair):
+                continue
+            cells = [" / ".join(f"{p[m]:.3f}" for m in METRICS) for p in pair]
+            gap = 100 * (pair[1]["wauto@2"] - pair[0]["wauto@2"])
+            lines.append(f"| {model} | {n} | {cells[0]} | {cells[1]} | {gap:+.1f} |")
+    return "\n".join(lines)
+
+
 def plot(data: dict[str, dict], x_metric: str, path: Path, title: str) -> Path:
     """One panel per model: ``x_metric`` against W-AutoAttack at 2/255, a line per method over its knob."""
     import matplotlib
@@ -115,8 +134,13 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--lr", type=float, default=0.001)
     ap.add_argument("--seeds", default=None, help="comma-separated (default: every seed present)")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "experiments")
+    ap.add_argument("--by-data", type=float, default=None, metavar="TOTAL",
+                    help="print the limited-data table at this total KL weight and exit")
     args = ap.parse_args(argv)
     rows = [json.loads(line) for line in args.results.read_text().splitlines() if line.strip()]
+    if args.by_data is not None:
+        print(data_table(rows, args.split, args.epochs, args.lr, args.by_data))
+        return {}
     seeds = None if args.seeds is None else [int(s) for s in args.seeds.split(",")]
     data = frontier(rows, args.split, args.n_train, args.epochs, args.lr, seeds)
     print(markdown(data))

@@ -8,9 +8,10 @@ import json
 from tests.benchmarks import load_bench
 
 
-def row(kind: str, model: str, variant: str, seed, split: str, lr: float, kwargs: dict, metrics: dict) -> dict:
+def row(kind: str, model: str, variant: str, seed, split: str, lr: float, kwargs: dict, metrics: dict,
+        n_train: int = 9000) -> dict:
     return {"kind": kind, "model": model, "variant": variant, "seed": seed, "split": split,
-            "schedule": {"n_train": 9000, "epochs": 4, "lr": lr}, "trainer_kwargs": kwargs, "metrics": metrics}
+            "schedule": {"n_train": n_train, "epochs": 4, "lr": lr}, "trainer_kwargs": kwargs, "metrics": metrics}
 
 
 def metrics(clean: float, aa: float, wauto: float) -> dict:
@@ -37,3 +38,14 @@ def test_frontier_means_seeds_per_knob_and_plots(tmp_path, capsys):
     for name in ("frontier_clean_val.png", "frontier_autoattack_val.png"):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
     assert "pointwise TRADES" in capsys.readouterr().out
+
+
+def test_limited_data_table_pairs_the_methods_per_training_set_size(tmp_path):
+    frontier = load_bench("frontier.py", "bench_frontier")
+    rows = [row("finetune", "m", "control", 0, "val", 0.001, {"beta": 12.0}, metrics(0.70, 0.55, 0.30), 1000),
+            row("finetune", "m", "joint-knapsack", 0, "val", 0.001, {"beta": 6.0, "pointwise_beta": 6.0},
+                metrics(0.69, 0.54, 0.32), 1000),
+            row("finetune", "m", "control", 0, "val", 0.001, {"beta": 12.0}, metrics(0.70, 0.55, 0.30), 2000)]
+    table = frontier.data_table(rows, "val", 4, 0.001, 12.0)
+    assert "| m | 1000 |" in table and "+2.0 |" in table
+    assert "| m | 2000 |" not in table  # one method only at 2000: no pair, no row
