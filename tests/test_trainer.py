@@ -370,8 +370,8 @@ def test_fit_reports_validation_and_leaves_inputs_alone(digits):
     assert history is trainer.history
     assert set(history[0]) >= {"epoch", "loss", "train_clean_acc", "train_robust_acc", "val_clean_acc",
                                "val_autoattack_acc", "val_wauto_acc", "time_s"}
-    # W-AutoAttack at the training eps covers the pointwise ball of radius eps: never above AutoAttack there.
-    assert history[0]["val_wauto_acc"] <= history[0]["val_autoattack_acc"] + 1 / 64
+    # Both attacks start from the clean inputs and keep what is already misclassified: never above clean accuracy.
+    assert history[0]["val_wauto_acc"] <= history[0]["val_clean_acc"]
     assert history[0]["val_autoattack_acc"] <= history[0]["val_clean_acc"]
     for arr, orig in zip((x, y, xv, yv), copies):
         np.testing.assert_array_equal(arr, orig)
