@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shlex
 import sys
 import time
@@ -33,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import finetune_study as study  # noqa: E402
+import readme_tables  # noqa: E402
 
 from art_wdat import cli  # noqa: E402
 
@@ -41,15 +41,9 @@ TARGETS = (("wauto@2", 2.0), ("clean", -1.5), ("autoattack@2", -1.0))
 
 
 def machine() -> str:
-    """The CPU model (or GPU) and thread count: every number here sits under this line."""
-    cpu = platform.processor() or platform.machine()
-    info = Path("/proc/cpuinfo")
-    if info.is_file():
-        names = [line.split(":", 1)[1].strip() for line in info.read_text().splitlines()
-                 if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
-    return f"{cpu}{gpu}, {torch.get_num_threads()} torch thread(s), torch {torch.__version__}"
+    """The provenance line of bench/readme_tables.py (CPU model or GPU, torch threads, versions)."""
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+    return readme_tables.provenance(gpu).removeprefix("Machine: ").rstrip(".")
 
 
 def write_npz(shared: Path, path: Path, n_train: int, n_eval: int) -> None:

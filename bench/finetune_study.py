@@ -104,6 +104,11 @@ class EvalPlan:
     batch_size: int = 500
 
 
+def machine() -> str:
+    """The host and processor every result row records."""
+    return f"{platform.node()} {platform.processor() or platform.machine()}"
+
+
 @dataclass
 class Row:
     """One line of the results file."""
@@ -119,7 +124,7 @@ class Row:
     plan: dict
     metrics: dict
     seconds: float
-    machine: str = field(default_factory=lambda: f"{platform.node()} {platform.processor() or platform.machine()}")
+    machine: str = field(default_factory=lambda: machine())
     threads: int = field(default_factory=torch.get_num_threads)
     torch: str = torch.__version__
 

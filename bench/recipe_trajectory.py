@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -35,10 +34,6 @@ import finetune_study as study  # noqa: E402
 DEFAULTS = {"eps": 2 / 255, "beta": 6.0, "max_iter": 5}
 
 
-def machine() -> str:
-    return f"{platform.node()} {platform.processor() or platform.machine()}"
-
-
 def trajectory(args: argparse.Namespace) -> list[dict]:
     torch.set_num_threads(args.threads)
     x_tr, y_tr, x_val, y_val = study.load_data(args.shared, args.n_train, 1000, "val", 1000)
@@ -52,7 +47,7 @@ def trajectory(args: argparse.Namespace) -> list[dict]:
         metrics = study.evaluate_model(model, x_val, y_val, plan, "cpu")
         row = {"model": args.model, "tag": args.tag, "epoch": epoch, "epochs": args.epochs, "lr": args.lr,
                "n_train": args.n_train, "trainer_kwargs": kwargs, **metrics, **seconds,
-               "eval_s": time.perf_counter() - start, "machine": machine(), "threads": torch.get_num_threads()}
+               "eval_s": time.perf_counter() - start, "machine": study.machine(), "threads": torch.get_num_threads()}
         rows.append(row)
         with args.results.open("a") as fh:
             fh.write(json.dumps(row) + "\n")

@@ -157,6 +157,14 @@ def run_apgd(forward: Forward, x: torch.Tensor, y: torch.Tensor, threat: ThreatS
     return ball.enforce(x, x_adv)
 
 
+def apgd_candidate(forward: Forward, x: torch.Tensor, y: torch.Tensor, threat: ThreatSpec, cfg: AttackConfig,
+                   reducer: Reducer, *, n_iter: int, n_classes: int, batch_size: int) -> Candidate:
+    """W-AutoAttack's candidate at p = ∞: :func:`run_apgd` at ε = δ, scored with ``cfg``'s loss, with its time."""
+    start = time.perf_counter()
+    x_a = run_apgd(forward, x, y, threat, n_iter=n_iter, n_classes=n_classes, batch_size=batch_size)
+    return Candidate("apgd", x_a, score(forward, x_a, y, cfg, reducer), None, time.perf_counter() - start)
+
+
 def best_candidate(candidates: list[Candidate]) -> Candidate:
     """The candidate with the most inputs won, ties broken by the higher loss sum (the first on equal scores)."""
     best = candidates[0]

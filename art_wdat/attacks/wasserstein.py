@@ -8,7 +8,6 @@ Numpy comes in once and goes out once; in between everything runs in torch on th
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -26,10 +25,10 @@ from art_wdat.attacks.auto import (
     Candidate,
     ComponentResult,
     FlipCostCache,
+    apgd_candidate,
     best_candidate,
     component_results,
     is_unit_box,
-    run_apgd,
     run_knapsack,
     score,
     timed,
@@ -340,11 +339,8 @@ class WassersteinDistributionalAttack(ThreatKeywords, EvasionAttack):
             x_m, trace, seconds = timed(partial(self._engine, x, y, threat.stepping(name), clip, x.device))
             out.append(Candidate(name, x_m, score(forward, x_m, y, cfg, reducer), trace, seconds))
         if self.ball.pointwise:
-            start = time.perf_counter()
-            x_a = run_apgd(forward, x, y, threat, n_iter=self.max_iter, n_classes=self.estimator.nb_classes,
-                           batch_size=self.batch_size)
-            out.append(Candidate("apgd", x_a, score(forward, x_a, y, cfg, reducer), None,
-                                 time.perf_counter() - start))
+            out.append(apgd_candidate(forward, x, y, threat, cfg, reducer, n_iter=self.max_iter,
+                                      n_classes=self.estimator.nb_classes, batch_size=self.batch_size))
         return out
 
     def _storage_device(self, device: torch.device, x_bytes: int) -> torch.device:
