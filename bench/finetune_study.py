@@ -127,6 +127,7 @@ class Row:
     machine: str = field(default_factory=lambda: machine())
     threads: int = field(default_factory=torch.get_num_threads)
     torch: str = torch.__version__
+    costs: str | None = None  # W-AutoAttack's flip costs, relative to the results file's folder
 
 
 # -- data and models ----------------------------------------------------------------------------------------
@@ -163,8 +164,13 @@ def accuracy(clf: Any, x: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(clf.predict(x, batch_size=500).argmax(axis=1) == y))
 
 
-def evaluate_model(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, plan: EvalPlan, device: str) -> dict:
-    """Clean, AutoAttack at ε, W-AutoAttack (and W-PGD) at each δ; every attack seeded with 0."""
+def evaluate_model(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, plan: EvalPlan, device: str,
+                   costs_to: Path | None = None) -> dict:
+    """Clean, AutoAttack at ε, W-AutoAttack (and W-PGD) at each δ; every attack seeded with 0.
+
+    :param costs_to: Save W-AutoAttack's verified flip costs (one per input, ℓ∞) there as ``.npy``: where the
+                     robustness went (``bench/frontier.py --costs``).
+    """
     clf = classifier_of(model, device)
     out: dict[str, float] = {"clean": accuracy(clf, x, y)}
     seed_everything(0)
@@ -178,6 +184,9 @@ def evaluate_model(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, plan: E
         wauto.set_params(eps=d)
         seed_everything(0)
         out[f"wauto@{d * 255:g}"] = accuracy(clf, wauto.generate(x, y), y)
+        if costs_to is not None and wauto.last_result_ is not None:
+            costs_to.parent.mkdir(parents=True, exist_ok=True)
+            np.save(costs_to, wauto.last_result_.flip_costs.astype(np.float32))
         if plan.wpgd:
             wpgd = WassersteinDistributionalAttack(clf, eps=d, p=2, norm=np.inf, method="wpgd", max_iter=100,
                                                    loss="redlr", batch_size=plan.batch_size, verbose=False)
@@ -235,6 +244,14 @@ class Results:
         return record
 
 
+def costs_path(results_file: Path, row: Row) -> Path:
+    """Where a run's flip costs go (and sets ``row.costs``): ``flip_costs/<model>/<run key hash>.npy`` beside the
+    results file."""
+    digest = hashlib.sha1(json.dumps(run_key(asdict(row))).encode()).hexdigest()[:12]
+    row.costs = f"flip_costs/{row.model}/{row.split}-{digest}.npy"
+    return results_file.parent / row.costs
+
+
 def cached_run(results: Results, row: Row, compute: Any) -> dict:
     """The row from the results file if present, else ``compute()`` (metrics) timed and appended."""
     found = results.find(run_key(asdict(row)))
@@ -250,15 +267,17 @@ def study(args: argparse.Namespace) -> list[dict]:
     torch.set_num_threads(args.threads)
     schedule = Schedule(n_train=args.n_train, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                         beta=args.beta, max_iter=args.max_iter)
-    plan = EvalPlan(n=args.n_eval, deltas=(2 / 255,) if args.split == "val" else DELTAS, wpgd=args.split == "test",
+    plan = EvalPlan(n=args.n_eval, deltas=(2 / 255,) if args.split == "val" else DELTAS,
+                    wpgd=args.split == "test" and not args.no_wpgd,
                     auto_iter=args.auto_iter, aa_iter=args.aa_iter)
     x_tr, y_tr, x_ev, y_ev = load_data(args.shared, args.n_train, args.n_val, args.split, args.n_eval)
     results = Results(args.results)
     out = []
     for name in args.model.split(","):
         start = Row("start", name, "start", None, args.split, args.n_eval, {}, {}, asdict(plan), {}, 0.0)
+        start_costs = costs_path(results.path, start)
         base = cached_run(results, start, lambda name=name: evaluate_model(load_model(args.shared, name), x_ev, y_ev,
-                                                                           plan, args.device))
+                                                                           plan, args.device, start_costs))
         # Seed by seed, the control first: each finished seed is a complete comparison.
         runs = [(v, s) for s in args.seeds for v in [CONTROL, *args.variant.split(",")]]
         for variant, seed in tqdm(runs, desc=f"{name} fine-tunes", disable=args.quiet):
@@ -271,10 +290,13 @@ def study(args: argparse.Namespace) -> list[dict]:
             work = args.work / name / hashlib.sha1(json.dumps([variant, seed, row.schedule, kwargs],
                                                               sort_keys=True).encode()).hexdigest()[:12]
 
-            def compute(kwargs: dict = kwargs, seed: int = seed, work: Path = work, name: str = name) -> dict:
+            costs = costs_path(results.path, row)
+
+            def compute(kwargs: dict = kwargs, seed: int = seed, work: Path = work, name: str = name,
+                        costs: Path = costs) -> dict:
                 model = finetune(load_model(args.shared, name), x_tr, y_tr, kwargs, schedule, seed, args.device,
                                  work, not args.quiet)
-                return evaluate_model(model, x_ev, y_ev, plan, args.device)
+                return evaluate_model(model, x_ev, y_ev, plan, args.device, costs)
 
             record = cached_run(results, row, compute)
             out.append(record)
@@ -406,6 +428,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-control", action="store_true", help="skip the pointwise-TRADES control")
+    ap.add_argument("--no-wpgd", action="store_true", help="on test images, W-AutoAttack only (no W-PGD runs)")
     ap.add_argument("--results", type=Path, default=ROOT / "bench" / "results" / "wtrades_study.jsonl")
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "finetune_study", help="fine-tune checkpoints")
     ap.add_argument("--quick", action="store_true", help="smoke run: 256 images, 64 evaluated, 1 epoch, few steps")
