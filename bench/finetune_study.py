@@ -70,6 +70,16 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "joint-knapsack-ce": {"method": "knapsack", "inner_loss": "redlr", "outer_loss": "ce", "pointwise_beta": 6.0},
     # Is the joint objective's gain only its doubled KL weight? Pointwise TRADES with β = 12.
     "trades-beta12": {"p": float("inf"), "inner_loss": "kl", "beta": 12.0},
+    # Issue 20's hypotheses, each on top of the joint objective (β = β_pt = 6 unless --set).
+    # Weigh by cheapness: the KL terms weighted by 1 + λ·exp(−c_i/δ), c_i the first-order flip cost (knob λ).
+    "cheap-kl": {"method": "knapsack", "inner_loss": "kl", "pointwise_beta": 6.0, "cheapness_weight": 4.0},
+    # MMA-style: CE at the knapsack's points (budgets ∝ the first-order flip costs of the inputs it flips, ReDLR
+    # ascent, which stops just past the boundary) plus the pointwise TRADES term at ε (knob: the W budget δ).
+    "mma": {"method": "knapsack", "inner_loss": "redlr", "outer_loss": "ce", "pointwise_beta": 6.0,
+            "pointwise_eps": EPS},
+    # A larger training budget δ = 4/255 for the distributional term, the pointwise term at ε (knob: β = β_pt).
+    "joint-knapsack-large": {"method": "knapsack", "inner_loss": "kl", "pointwise_beta": 6.0, "eps": 4 / 255,
+                             "pointwise_eps": EPS},
     "sensitivity": {"method": "wpgd", "inner_loss": "rekl", "sensitivity_weight": 1.0, "pointwise_beta": 0.0},
     "reinit-last": {"finetune": "reinit_last"},
     "perturb": {"finetune": "perturb"},

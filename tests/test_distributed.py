@@ -25,7 +25,8 @@ def _attack(clf, x, y, p, method):
 def _train(clf, x, y, batch_size: int):
     from art_wdat.training.trainer import WassersteinTRADESTrainer
 
-    trainer = WassersteinTRADESTrainer(clf, eps=0.1, p=2, max_iter=3)
+    # Cheapness weights on: they are scaled to mean 1 over the global batch, which the ranks must agree on.
+    trainer = WassersteinTRADESTrainer(clf, eps=0.1, p=2, max_iter=3, cheapness_weight=2.0)
     trainer.fit(x, y, batch_size=batch_size, nb_epochs=1, seed=3, verbose=False)
     return trainer.history[-1], {k: v.detach().clone() for k, v in clf.model.state_dict().items()}
 

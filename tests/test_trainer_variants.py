@@ -198,6 +198,53 @@ def test_joint_pointwise_term_ascends_the_kl_whatever_the_inner_loss(digits):
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
+def test_cheapness_weights_fall_with_the_first_order_flip_cost(digits):
+    clf = make_classifier(make_model(width=8))
+    x, y = batch(digits, 64)
+    y = y.clone()
+    y[:8] = (y[:8] + 1) % 10  # surely misclassified: no extra weight
+    eps = 0.5  # the weights' cost scale; the digits' first-order costs are around it
+    trainer = WassersteinTRADESTrainer(clf, eps=eps, p=2.0, cheapness_weight=3.0)
+    w = trainer.objective.cheapness_weights(x, y)
+    clf.model.eval()
+    z = x.clone().requires_grad_(True)
+    costs = first_order_flip_costs(clf.model(z), z, y, 1.0)
+    raw = 1.0 + 3.0 * torch.where(costs > 0, torch.exp(-costs / eps), torch.zeros_like(costs))
+    torch.testing.assert_close(w, (raw / raw.mean()).float())
+    assert float(w.mean()) == pytest.approx(1.0, rel=1e-6)  # the total KL weight stays β (+ β_pt)
+    correct = costs > 0
+    order = torch.argsort(costs[correct])
+    assert bool((w[correct][order].diff() <= 1e-7).all())  # cheaper inputs weigh more
+    assert bool((w[~correct] <= w[correct].min() + 1e-7).all())
+    assert w.max() > 1.5 * w.min()  # the weights differ at all on this batch
+    assert WassersteinTRADESTrainer(clf, eps=EPS).objective.cheapness_weights(x, y) is None
+
+
+def test_cheapness_weighted_loss_weighs_both_kl_terms(digits):
+    clf = make_classifier(make_model(width=8))
+    x, y = batch(digits, 32)
+    trainer = WassersteinTRADESTrainer(clf, eps=0.5, p=2.0, beta=2.0, max_iter=3, pointwise_beta=3.0,
+                                       pointwise_eps=EPS, cheapness_weight=5.0)
+    torch.manual_seed(0)
+    loss, x_adv = trainer.batch_loss(x, y)
+    w = trainer.objective.cheapness_weights(x, y)
+    torch.manual_seed(0)
+    trainer.inner_maximize(x, y)
+    x_point = trainer.objective.inner_maximize(x, y, None, trainer.pointwise_threat, "kl")
+    model = clf.model
+    model.train()
+    logits = model(x)
+    clean = F.softmax(logits, 1)
+    kl_adv, kl_point = kl_divergence(model(x_adv), clean), kl_divergence(model(x_point), clean)
+    expected = F.cross_entropy(logits, y) + 2.0 * (w * kl_adv).mean() + 3.0 * (w * kl_point).mean()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    # The weights are not uniform here, and they change the KL part of the loss (an untrained net's KL is small).
+    assert float(w.std()) > 0.05
+    kl_part = 2.0 * kl_adv.mean() + 3.0 * kl_point.mean()
+    weighted = 2.0 * (w * kl_adv).mean() + 3.0 * (w * kl_point).mean()
+    assert abs(weighted.item() - kl_part.item()) > 0.01 * kl_part.item()
+
+
 @pytest.mark.parametrize("method, inner, outer", [("knapsack", "kl", "trades"), ("knapsack", "redlr", "ce"),
                                                   ("wpgd", "redlr", "trades")])
 def test_variants_train(digits, method, inner, outer):
@@ -215,6 +262,7 @@ def test_variants_train(digits, method, inner, outer):
     ({"outer_loss": "mse"}, "outer_loss"), ({"pointwise_beta": -1.0}, "pointwise_beta"),
     ({"pointwise_eps": -0.1}, "pointwise_eps"), ({"outer_loss": "ce", "sensitivity_weight": 1.0}, "sensitivity_weight"),
     ({"method": "auto"}, "method"), ({"inner_loss": "dlr"}, "inner_loss"), ({"pointwise_eps": 8.0}, "pointwise_eps"),
+    ({"cheapness_weight": -1.0}, "cheapness_weight"),
 ])
 def test_bad_variant_parameters_are_named(kwargs, name):
     with pytest.raises(ValueError, match=f"`{name}`"):

@@ -82,6 +82,7 @@ class WTradesObjective:
     :param outer_loss: "trades" or "ce".
     :param pointwise: The pointwise threat of the joint objective's extra TRADES term, or None.
     :param pointwise_beta: Its weight β_pt ≥ 0.
+    :param cheapness_weight: λ ≥ 0 of :meth:`cheapness_weights`; 0 weighs every input's KL alike (TRADES).
     """
 
     classifier: PyTorchClassifier
@@ -96,6 +97,7 @@ class WTradesObjective:
     outer_loss: OuterLoss = "trades"
     pointwise: ThreatSpec | None = None
     pointwise_beta: float = 0.0
+    cheapness_weight: float = 0.0
 
     def kl_start(self, x: torch.Tensor, shard: Shard = None) -> torch.Tensor:
         """The start x + std·N(0, I) of the inner maximisation; this rank's slice of the global batch's noise."""
@@ -181,8 +183,13 @@ class WTradesObjective:
         :param y: Class indices (int64) on the same device.
         :param shard: (offset, global size) when ``x`` is this rank's slice of a global batch.
         """
+        weights = self.cheapness_weights(x, y)
         x_adv = self.inner_maximize(x, y, shard)
         x_point = None if self.pointwise is None else self.inner_maximize(x, y, shard, self.pointwise, "kl")
+
+        def mean_kl(kl: torch.Tensor) -> torch.Tensor:
+            return (kl if weights is None else kl * weights).sum() / x.shape[0]
+
         self.set_train_mode()
         penalise = self.sensitivity_weight > 0 and self.threat.eps > 0
         x_in = x_adv.requires_grad_(True) if penalise else x_adv
@@ -192,13 +199,34 @@ class WTradesObjective:
             loss = F.cross_entropy(logits_adv, y)
         else:
             kl = trades_kl(logits, logits_adv)
-            robust = kl.sum() / x.shape[0]
+            robust = mean_kl(kl)
             if penalise:
                 robust = robust + self.sensitivity_weight * self.threat.eps * self.sensitivity(kl, x_in)
             loss = F.cross_entropy(logits, y) + self.beta * robust
         if x_point is not None:
-            loss = loss + self.pointwise_beta * trades_kl(logits, self.forward(x_point, True)).sum() / x.shape[0]
+            loss = loss + self.pointwise_beta * mean_kl(trades_kl(logits, self.forward(x_point, True)))
         return LossTerms(loss, x_adv.detach(), logits, logits_adv)
+
+    def cheapness_weights(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None:
+        """Per-input weights of the KL terms that fall as the input's flip cost rises; None when λ = 0.
+
+        w_i ∝ 1 + λ·exp(−c_i / eps) for inputs classified correctly, c_i their first-order flip cost (the knapsack's
+        estimate, one pass in eval mode), and ∝ 1 for the others (a W_p attack has them for free, however smooth the
+        model is there); scaled to mean 1 over the global batch, so the total KL weight stays β (+ β_pt). A W_p
+        budget flips the low tail of the flip costs first: this puts the KL where that tail is.
+        """
+        if self.cheapness_weight == 0:
+            return None
+        ball = self.threat.ball
+        with est.eval_mode(self.classifier):
+            z = x.detach().requires_grad_(True)
+            costs = first_order_flip_costs(self.forward(z, False), z, y, ball.dual)
+        scale = max(float(ball.eps), 1e-12)
+        # Cost 0 (misclassified) and +inf (no gradient) get no extra weight: exp(-inf) = 0 handles the second.
+        cheap = torch.where(costs > 0, torch.exp(-costs / scale), torch.zeros_like(costs))
+        w = 1.0 + self.cheapness_weight * cheap
+        totals = self.reducer.sum(torch.stack([w.sum(), w.new_tensor(float(w.numel()))]))
+        return (w * (totals[1] / totals[0])).to(x.dtype).detach()
 
     def sensitivity(self, kl: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
         """Υ of the per-sample KL at x' (METHOD.md §2), differentiable in the parameters (double backprop).

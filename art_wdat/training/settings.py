@@ -85,6 +85,7 @@ class TRADESSettings(ThreatKeywords, Trainer):
         outer_loss: OuterLoss = "trades",
         pointwise_beta: float = 6.0,
         pointwise_eps: float | None = None,
+        cheapness_weight: float = 0.0,
         process_group: ProcessGroupLike = None,
         allow_large_eps: bool = False,
     ) -> None:
@@ -136,6 +137,10 @@ class TRADESSettings(ThreatKeywords, Trainer):
                                TRADES' already. The total KL weight is then β + β_pt: in the study, pointwise TRADES
                                with that weight did as well on W-AutoAttack (docs/experiments/wtrades.md).
         :param pointwise_eps: ε of that term; default ``eps``.
+        :param cheapness_weight: λ ≥ 0: weigh each input's KL terms by 1 + λ·exp(−c_i/eps) (c_i its first-order flip
+                                 cost; misclassified inputs 1), scaled to mean 1 over the batch, so that the KL goes
+                                 to the inputs a W_p budget flips first (one extra forward and backward pass per
+                                 batch). 0 (default): every input alike. Issue 20's study: docs/experiments/frontier.md.
         :param process_group: The ranks that train together under ``torch.distributed``: default the model's
                               group if it is a ``DistributedDataParallel`` wrapper, else the world group when
                               initialised; ``False``: none (not with a DDP model). Each step trains on a global
@@ -164,6 +169,7 @@ class TRADESSettings(ThreatKeywords, Trainer):
         self.freeze_except_last, self.amp, self.kl_start_std = freeze_except_last, amp, kl_start_std
         self.eval_max_iter, self.inner_loss, self.sensitivity_weight = eval_max_iter, inner_loss, sensitivity_weight
         self.outer_loss, self.pointwise_beta, self.pointwise_eps = outer_loss, pointwise_beta, pointwise_eps
+        self.cheapness_weight = cheapness_weight
         self.process_group, self.allow_large_eps = process_group, allow_large_eps
         #: The history, shuffling generator and frozen blocks of the epoch loop (:attr:`history` is its history).
         self._state = RunState()
@@ -204,6 +210,7 @@ class TRADESSettings(ThreatKeywords, Trainer):
             raise ValueError("`sensitivity_weight` > 0 penalises the KL of outer_loss='trades'; it has no term to "
                              "act on with outer_loss='ce'.")
         check_number("pointwise_beta", self.pointwise_beta, low=0.0)
+        check_number("cheapness_weight", self.cheapness_weight, low=0.0)
         if self.pointwise_eps is not None:
             check_number("pointwise_eps", self.pointwise_eps, low=0.0)
             if not self.allow_large_eps:  # the same scale check as eps (8 where 8/255 was meant)

@@ -101,7 +101,7 @@ class WassersteinTRADESTrainer(TRADESSettings):
             classifier=self._classifier, threat=self.threat, forward=self._forward, set_train_mode=self._set_train_mode,
             reducer=self._sync.reducer, beta=self.beta, kl_start_std=self.kl_start_std, inner_loss=self.inner_loss,
             sensitivity_weight=self.sensitivity_weight, outer_loss=self.outer_loss, pointwise=self.pointwise_threat,
-            pointwise_beta=self.pointwise_beta)
+            pointwise_beta=self.pointwise_beta, cheapness_weight=self.cheapness_weight)
 
     def _set_train_mode(self) -> None:
         """Train mode for the outer step, except frozen blocks (their batch-norm statistics stay fixed)."""
