@@ -286,8 +286,8 @@ def study(args: argparse.Namespace) -> list[dict]:
     for name in args.model.split(","):
         start = Row("start", name, "start", None, args.split, args.n_eval, {}, {}, asdict(plan), {}, 0.0)
         start_costs = costs_path(results.path, start)
-        base = cached_run(results, start, lambda name=name: evaluate_model(load_model(args.shared, name), x_ev, y_ev,
-                                                                           plan, args.device, start_costs))
+        base = cached_run(results, start, lambda name=name, to=start_costs: evaluate_model(
+            load_model(args.shared, name), x_ev, y_ev, plan, args.device, to))
         # Seed by seed, the control first: each finished seed is a complete comparison.
         runs = [(v, s) for s in args.seeds for v in [CONTROL, *args.variant.split(",")]]
         for variant, seed in tqdm(runs, desc=f"{name} fine-tunes", disable=args.quiet):

@@ -49,3 +49,45 @@ def test_limited_data_table_pairs_the_methods_per_training_set_size(tmp_path):
     table = frontier.data_table(rows, "val", 4, 0.001, 12.0)
     assert "| m | 1000 |" in table and "+2.0 |" in table
     assert "| m | 2000 |" not in table  # one method only at 2000: no pair, no row
+
+
+def test_gaps_are_against_trades_interpolated_at_equal_clean_accuracy(tmp_path):
+    frontier = load_bench("frontier.py", "bench_frontier")
+    rows = [row("finetune", "m", "control", 0, "val", 0.001, {"beta": 3.0}, metrics(0.72, 0.56, 0.30)),
+            row("finetune", "m", "control", 0, "val", 0.001, {"beta": 12.0}, metrics(0.68, 0.58, 0.34)),
+            # Halfway in clean accuracy: TRADES there has AA 0.57 and W-AA 0.32.
+            row("finetune", "m", "cheap-kl", 0, "val", 0.001, {"beta": 6.0, "pointwise_beta": 6.0,
+                                                                "cheapness_weight": 4.0}, metrics(0.70, 0.575, 0.335)),
+            # Above on W-AA but below on AutoAttack: does not count for the target.
+            row("finetune", "m", "cheap-kl", 0, "val", 0.001, {"beta": 6.0, "pointwise_beta": 6.0,
+                                                                "cheapness_weight": 16.0}, metrics(0.69, 0.56, 0.36)),
+            # Outside TRADES' clean range: no gap.
+            row("finetune", "m", "mma", 0, "val", 0.001, {"beta": 6.0, "eps": 4 / 255}, metrics(0.75, 0.6, 0.4))]
+    data = frontier.frontier(rows, "val", 9000, 4, 0.001, None)
+    entry = data["m"]
+    w_gap, aa_gap = frontier.gaps(entry, entry["methods"]["cheap-kl"][4.0])
+    assert abs(w_gap - 1.5) < 1e-9 and abs(aa_gap - 0.5) < 1e-9
+    assert frontier.gaps(entry, entry["methods"]["mma"][4.0]) is None
+    table = frontier.target_table(data)
+    assert "| m | W-TRADES, KL weighted by cheapness | +1.5 | λ = 4 | +0.5 | yes |" in table
+    assert "| m | MMA-style CE at the knapsack's points + TRADES | none" in table
+    assert "out of range" in frontier.markdown(data)
+
+
+def test_flip_cost_plot_reads_the_saved_costs(tmp_path):
+    import numpy as np
+
+    frontier = load_bench("frontier.py", "bench_frontier")
+    (tmp_path / "flip_costs").mkdir()
+    rows = []
+    for i, (kind, variant, kwargs) in enumerate([("start", "start", {}), ("finetune", "control", {"beta": 12.0}),
+                                                  ("finetune", "control", {"beta": 3.0})]):
+        np.save(tmp_path / "flip_costs" / f"{i}.npy", np.array([0.0, 1 / 255, 3 / 255, np.inf], dtype=np.float32))
+        r = row(kind, "m", variant, None if kind == "start" else 0, "test", 0.001, kwargs, metrics(0.7, 0.5, 0.3))
+        rows.append({**r, "costs": f"flip_costs/{i}.npy"})
+    data = frontier.frontier(rows, "test", 9000, 4, 0.001, None)
+    curves = frontier.cost_curves(data["m"], tmp_path)
+    assert set(curves) == {"start", "pointwise TRADES (β = 12)"}  # the knob --costs draws TRADES at
+    np.testing.assert_allclose(curves["start"][:3], [0.0, 1.0, 3.0], rtol=1e-5)
+    out = frontier.plot_costs(data, tmp_path, tmp_path / "costs.png", "t")
+    assert out is not None and out.read_bytes()[:4] == b"\x89PNG"

@@ -221,16 +221,18 @@ def test_finetune_records_the_variant_and_takes_its_flags(npz_and_checkpoint, tm
             "--max-iter", "1", "--batch-size", "16", "-q"]
     chosen = {}
     for name, flags in (("default", []), ("given", ["--method", "wpgd", "--inner-loss", "redlr", "--outer-loss", "ce",
-                                                     "--pointwise-beta", "0"])):
+                                                     "--pointwise-beta", "0", "--cheapness-weight", "2"])):
         out = tmp_path / f"{name}.pt"
         code, _, err = run(base + ["--out", str(out)] + flags, capsys)
         assert code == 0, err
         extra = read_checkpoint(out)["extra"]
-        chosen[name] = {k: extra[k] for k in ("method", "inner_loss", "outer_loss", "pointwise_beta")}
+        chosen[name] = {k: extra[k] for k in ("method", "inner_loss", "outer_loss", "pointwise_beta",
+                                              "cheapness_weight")}
     # No flag: the trainer's defaults (the study's choice); flags: exactly what was asked for.
     assert chosen["default"] == {"method": "knapsack", "inner_loss": "kl", "outer_loss": "trades",
-                                 "pointwise_beta": 6.0}
-    assert chosen["given"] == {"method": "wpgd", "inner_loss": "redlr", "outer_loss": "ce", "pointwise_beta": 0.0}
+                                 "pointwise_beta": 6.0, "cheapness_weight": 0.0}
+    assert chosen["given"] == {"method": "wpgd", "inner_loss": "redlr", "outer_loss": "ce", "pointwise_beta": 0.0,
+                               "cheapness_weight": 2.0}
     code, _, err = run(base + ["--out", str(tmp_path / "x.pt"), "--outer-loss", "mse"], capsys)
     assert_one_line_error(code, err, "--outer-loss", "mse")
 

@@ -120,7 +120,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
                      "recipe": run.recipe.to_dict(), "epochs": args.epochs, "lr": args.lr, "seed": args.seed,
                      "ranks": world, "global_batch_size": args.batch_size * world, "method": trainer.method,
                      "inner_loss": trainer.inner_loss, "outer_loss": trainer.outer_loss,
-                     "pointwise_beta": trainer.pointwise_beta, "history": _plain_history(history),
+                     "pointwise_beta": trainer.pointwise_beta, "cheapness_weight": trainer.cheapness_weight,
+                     "history": _plain_history(history),
                      "train_images": run.n_train, "val_images": run.n_val,
                      "kept_epoch": None if selection is None else selection.kept_epoch,
                      "validation": None if selection is None else _plain_value(selection.to_dict())}
@@ -189,8 +190,8 @@ def _finetune(args: argparse.Namespace, verbose: bool) -> _FinetuneRun:
     clf = make_classifier(base.model, base.input_shape, base.nb_classes, clip_values=clip_pair(base.clip_values),
                           preprocessing=loaded.meta.get("preprocessing"), device=args.device, lr=args.lr)
     # The variant's options only when given: their defaults are the trainer's (the study's choice, one place).
-    variant = {key: getattr(args, key) for key in ("method", "inner_loss", "outer_loss", "pointwise_beta",
-                                                   "pointwise_eps") if getattr(args, key) is not None}
+    keys = ("method", "inner_loss", "outer_loss", "pointwise_beta", "pointwise_eps", "cheapness_weight")
+    variant = {key: getattr(args, key) for key in keys if getattr(args, key) is not None}
     trainer = WassersteinTRADESTrainer(clf, eps=eps, p=args.p, norm=args.norm, beta=args.beta,
                                        finetune=None if args.finetune_mode == "none" else args.finetune_mode,
                                        weight_noise=args.weight_noise, eval_max_iter=args.val_iter, amp=args.amp,

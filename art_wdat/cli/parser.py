@@ -243,6 +243,9 @@ def _add_finetune(sub: Any) -> argparse.ArgumentParser:
                     default=None, help="weight of the joint objective's pointwise TRADES term (default: the trainer's)")
     ft.add_argument("--pointwise-eps", type=_arg_type(parse_number, "--pointwise-eps", _NON_NEGATIVE), default=None,
                     help="ε of that term, fractions allowed (default: --eps)")
+    ft.add_argument("--cheapness-weight", type=_arg_type(parse_number, "--cheapness-weight", _NON_NEGATIVE),
+                    default=None, help="λ: weigh each input's KL by 1 + λ·exp(-flip cost/eps), cheap inputs more "
+                    "(default: the trainer's, 0)")
     ft.add_argument("--finetune-mode", choices=("none", "reinit_last", "perturb"), default="none",
                     help="kick the model out of its minimum first (none)")
     ft.add_argument("--weight-noise", type=_arg_type(parse_number, "--weight-noise", _NON_NEGATIVE), default=0.01,
