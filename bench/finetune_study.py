@@ -80,6 +80,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # A larger training budget δ = 4/255 for the distributional term, the pointwise term at ε (knob: β = β_pt).
     "joint-knapsack-large": {"method": "knapsack", "inner_loss": "kl", "pointwise_beta": 6.0, "eps": 4 / 255,
                              "pointwise_eps": EPS},
+    # Its pointwise control: TRADES at ε = 4/255 (knob: β from --beta).
+    "trades-eps4": {"p": float("inf"), "inner_loss": "kl", "eps": 4 / 255},
     "sensitivity": {"method": "wpgd", "inner_loss": "rekl", "sensitivity_weight": 1.0, "pointwise_beta": 0.0},
     "reinit-last": {"finetune": "reinit_last"},
     "perturb": {"finetune": "perturb"},

@@ -65,6 +65,7 @@ METHODS: dict[str, Method] = {
     "mma": Method("MMA-style CE at the knapsack's points + TRADES", "δ·255",
                   lambda r: round(r["trainer_kwargs"]["eps"] * 255, 6), 4.0),
     "joint-knapsack-large": Method("W-TRADES, δ = 4/255", "β + β_pt", _total_kl, 6.0),
+    "trades-eps4": Method("pointwise TRADES, ε = 4/255", "β", lambda r: r["trainer_kwargs"]["beta"], 6.0),
 }
 METRICS = ("clean", "autoattack@2", "wauto@2")
 #: Reported when present (test images): W-AutoAttack at the other budgets.
