@@ -91,3 +91,13 @@ def test_flip_cost_plot_reads_the_saved_costs(tmp_path):
     np.testing.assert_allclose(curves["start"][:3], [0.0, 1.0, 3.0], rtol=1e-5)
     out = frontier.plot_costs(data, tmp_path, tmp_path / "costs.png", "t")
     assert out is not None and out.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_trades_reference_is_its_upper_envelope_not_its_knob_order():
+    frontier = load_bench("frontier.py", "bench_frontier")
+    # β = 3 and 24 are beaten on both axes by β = 12: at clean 0.687 TRADES reaches 0.299, not a blend with 0.287.
+    trades = {3.0: metrics(0.687, 0.55, 0.287), 6.0: metrics(0.690, 0.55, 0.295), 12.0: metrics(0.688, 0.55, 0.299),
+              24.0: metrics(0.679, 0.53, 0.295)}
+    assert frontier.trades_at(trades, 0.687, "wauto@2") == 0.299
+    assert abs(frontier.trades_at(trades, 0.689, "wauto@2") - 0.297) < 1e-9  # between the envelope's two points
+    assert frontier.trades_at(trades, 0.691, "wauto@2") is None and frontier.trades_at(trades, 0.67, "wauto@2") is None
