@@ -258,6 +258,30 @@ def cost_curves(entry: dict, results_dir: Path) -> dict[str, np.ndarray]:
     return out
 
 
+def knapsack_threshold(costs: np.ndarray, delta: float, p: float = 2.0) -> tuple[float, float]:
+    """(accuracy, t*) of the knapsack at W_p budget ``delta`` over these flip costs: it flips every input cheaper
+    than t*, so its accuracy is the fraction of inputs whose flip cost exceeds t* (same units as ``costs``)."""
+    import torch
+
+    from art_wdat.core.knapsack import affordable_count
+
+    c = torch.sort(torch.as_tensor(costs, dtype=torch.float64)).values
+    k = int(affordable_count(c, p, torch.tensor(float(delta), dtype=torch.float64), c.numel()))
+    return (c.numel() - k) / max(c.numel(), 1), float(c[k - 1]) if k else 0.0
+
+
+def threshold_table(data: dict[str, dict], results_dir: Path, delta: float = 2.0) -> str:
+    """Per model and curve of :func:`cost_curves`: clean accuracy, the knapsack's accuracy at W_2 budget ``delta``
+    (/255) and its threshold t*: W-AutoAttack at δ counts the inputs whose ℓ∞ flip cost exceeds t*."""
+    lines = [f"| model | model state | clean | accuracy at W_2 δ = {delta:g}/255 | threshold t* (/255) |",
+             "|---|---|---|---|---|"]
+    for model, entry in data.items():
+        for label, costs in cost_curves(entry, results_dir).items():
+            acc, t = knapsack_threshold(costs, delta)
+            lines.append(f"| {model} | {label} | {(costs > 0).mean():.3f} | {acc:.3f} | {t:.2f} |")
+    return "\n".join(lines)
+
+
 def plot_costs(data: dict[str, dict], results_dir: Path, path: Path, title: str) -> Path | None:
     """One panel per model: the fraction of inputs whose verified ℓ∞ flip cost is ≤ t (misclassified: 0), which a
     pointwise attack of radius t would win; a W_p budget buys the low tail of it."""
@@ -309,6 +333,7 @@ def main(argv: list[str] | None = None) -> dict:
         for metric, name in (("clean", "frontier_clean"), ("autoattack@2", "frontier_autoattack")):
             print(f"Wrote {plot(data, metric, args.out / f'{name}_{args.split}.png', what)}")
         if args.costs:
+            print(threshold_table(data, args.results.parent))
             written = plot_costs(data, args.results.parent, args.out / f"flip_costs_{args.split}.png",
                                  f"{args.split} split: W-AutoAttack's verified ℓ∞ flip costs, pooled over seeds")
             print(f"Wrote {written}" if written else "No flip costs saved for these runs.")

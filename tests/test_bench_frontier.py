@@ -89,6 +89,9 @@ def test_flip_cost_plot_reads_the_saved_costs(tmp_path):
     curves = frontier.cost_curves(data["m"], tmp_path)
     assert set(curves) == {"start", "pointwise TRADES (β = 12)"}  # the knob --costs draws TRADES at
     np.testing.assert_allclose(curves["start"][:3], [0.0, 1.0, 3.0], rtol=1e-5)
+    # Budget N·δ² = 4 at δ = 1 affords 0 + 1 (the next, 9, does not): half the inputs left, threshold 1/255.
+    assert frontier.knapsack_threshold(curves["start"], 1.0) == (0.5, curves["start"][1])
+    assert "| m | start | 0.750 | 0.500 | 1.00 |" in frontier.threshold_table(data, tmp_path, delta=1.0)
     out = frontier.plot_costs(data, tmp_path, tmp_path / "costs.png", "t")
     assert out is not None and out.read_bytes()[:4] == b"\x89PNG"
 
