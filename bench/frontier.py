@@ -10,9 +10,10 @@ split, and draws each method as a line over its own strength knob (:data:`METHOD
 seeds present. Each point is also compared with pointwise TRADES *at equal clean accuracy*: the best W-AutoAttack
 (and AutoAttack) accuracy TRADES reaches at that clean accuracy or higher, linear between the points of its upper
 envelope, within TRADES' own clean range (:func:`trades_at`); issue 20's target is a W-AutoAttack gap of at least 1
-point with an AutoAttack gap of at least 0. Figures in ``docs/experiments/``: clean and AutoAttack at 2/255 against W-AutoAttack at 2/255, one
-panel per model, the start model as a star; with ``--costs``, the distribution of the verified ℓ∞ flip costs
-(W-AutoAttack's, saved by the study) of the start and of one point per method.
+point with an AutoAttack gap of at least 0. Figures in ``docs/experiments/``: clean and AutoAttack at 2/255 against
+W-AutoAttack at 2/255, one panel per model, the start model as a star; with ``--costs``, the distribution of the
+verified ℓ∞ flip costs (W-AutoAttack's, saved by the study) of the start and of one point per method, and the
+knapsack's threshold t*: W-AutoAttack at δ flips every input whose flip cost is below it.
 
 The runs, e.g. pointwise TRADES and W-TRADES for one model on the validation split (total KL weight B)::
 
