@@ -243,7 +243,7 @@ def plot(data: dict[str, dict], x_metric: str, path: Path, title: str) -> Path:
         ax.set_ylabel("W-AutoAttack accuracy @2/255 (p = 2, ℓ∞)")
         ax.set_title(model)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, framealpha=0.5)
     return _save(plt, fig, path, title)
 
 
@@ -302,7 +302,7 @@ def plot_costs(data: dict[str, dict], results_dir: Path, path: Path, title: str)
         ax.set_ylabel("fraction of inputs with flip cost ≤ t")
         ax.set_title(model)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, framealpha=0.5)
     return _save(plt, fig, path, title)
 
 

@@ -213,7 +213,9 @@ class WTradesObjective:
         w_i ∝ 1 + λ·exp(−c_i / eps) for inputs classified correctly, c_i their first-order flip cost (the knapsack's
         estimate, one pass in eval mode), and ∝ 1 for the others (a W_p attack has them for free, however smooth the
         model is there); scaled to mean 1 over the global batch, so the total KL weight stays β (+ β_pt). A W_p
-        budget flips the low tail of the flip costs first: this puts the KL where that tail is.
+        budget flips the low tail of the flip costs first: this puts the KL where that tail is. (On the shared models
+        it moved nothing: at p = 2 the inputs it favours cost the attacker almost nothing, c_i², and W-AutoAttack at δ
+        = 2/255 is decided near a flip cost of 5.5/255; docs/experiments/frontier.md.)
         """
         if self.cheapness_weight == 0:
             return None

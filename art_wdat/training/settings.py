@@ -140,7 +140,8 @@ class TRADESSettings(ThreatKeywords, Trainer):
         :param cheapness_weight: λ ≥ 0: weigh each input's KL terms by 1 + λ·exp(−c_i/eps) (c_i its first-order flip
                                  cost; misclassified inputs 1), scaled to mean 1 over the batch, so that the KL goes
                                  to the inputs a W_p budget flips first (one extra forward and backward pass per
-                                 batch). 0 (default): every input alike. Issue 20's study: docs/experiments/frontier.md.
+                                 batch). 0 (default): every input alike. It did not move the frontier against
+                                 pointwise TRADES in issue 20's study (docs/experiments/frontier.md).
         :param process_group: The ranks that train together under ``torch.distributed``: default the model's
                               group if it is a ``DistributedDataParallel`` wrapper, else the world group when
                               initialised; ``False``: none (not with a DDP model). Each step trains on a global
