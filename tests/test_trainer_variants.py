@@ -146,6 +146,14 @@ def test_redlr_inner_loss_and_ce_outer_loss(digits):
         trainer.inner_maximize(x)
 
 
+def replay_maximisers(trainer, x, y):
+    """The batch's two inner maximisers again, with the draws ``batch_loss`` made after ``manual_seed(0)``: the
+    distributional one, then the pointwise one."""
+    torch.manual_seed(0)
+    x_adv = trainer.inner_maximize(x, y)
+    return x_adv, trainer.objective.inner_maximize(x, y, None, trainer.pointwise_threat, "kl")
+
+
 def test_joint_objective_adds_a_pointwise_trades_term(digits):
     clf = make_classifier(make_model(width=8))
     x, y = batch(digits, 32)
@@ -153,10 +161,7 @@ def test_joint_objective_adds_a_pointwise_trades_term(digits):
                                      pointwise_eps=0.05)
     torch.manual_seed(0)
     loss, x_adv = joint.batch_loss(x, y)
-    # The same draws in the same order: the distributional maximiser, then the pointwise one.
-    torch.manual_seed(0)
-    x_adv_again = joint.inner_maximize(x, y)
-    x_point = joint.objective.inner_maximize(x, y, None, joint.pointwise_threat, "kl")
+    x_adv_again, x_point = replay_maximisers(joint, x, y)
     assert torch.equal(x_adv, x_adv_again)
     assert float((x_point - x).abs().max()) == pytest.approx(0.05, rel=1e-5)  # TRADES' ℓ∞ ball of radius 0.05
     model = clf.model
@@ -188,9 +193,7 @@ def test_joint_pointwise_term_ascends_the_kl_whatever_the_inner_loss(digits):
                                      outer_loss="ce", pointwise_beta=3.0)
     torch.manual_seed(0)
     loss, x_adv = joint.batch_loss(x, y)
-    torch.manual_seed(0)
-    joint.inner_maximize(x, y)
-    x_point = joint.objective.inner_maximize(x, y, None, joint.pointwise_threat, "kl")
+    _, x_point = replay_maximisers(joint, x, y)
     model = clf.model
     model.train()
     logits = model(x)
@@ -228,9 +231,7 @@ def test_cheapness_weighted_loss_weighs_both_kl_terms(digits):
     torch.manual_seed(0)
     loss, x_adv = trainer.batch_loss(x, y)
     w = trainer.objective.cheapness_weights(x, y)
-    torch.manual_seed(0)
-    trainer.inner_maximize(x, y)
-    x_point = trainer.objective.inner_maximize(x, y, None, trainer.pointwise_threat, "kl")
+    _, x_point = replay_maximisers(trainer, x, y)
     model = clf.model
     model.train()
     logits = model(x)
