@@ -38,6 +38,21 @@ def redlr(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return dlr(logits, target).clamp_max(0.0)
 
 
+def margin(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Logit margin max_{j≠y} z_j − z_y (Carlini & Wagner's, unscaled): positive on misclassified inputs.
+
+    The margin loss of models with 2 classes, where DLR's z_(3) does not exist.
+    """
+    z_y = logits.gather(1, target.unsqueeze(1)).squeeze(1)
+    return logits.scatter(1, target.unsqueeze(1), float("-inf")).max(dim=1).values - z_y
+
+
+def remargin(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """ReMargin = min(margin, 0): the margin on correctly classified inputs, 0 (and zero gradient) on lost ones,
+    as ReDLR, for any number of classes ≥ 2."""
+    return margin(logits, target).clamp_max(0.0)
+
+
 def kl_divergence(logits: torch.Tensor, clean_probs: torch.Tensor) -> torch.Tensor:
     """KL(clean ‖ softmax(logits)) per sample, the clean prediction held fixed (TRADES)."""
     log_q = F.log_softmax(logits, dim=1)
@@ -45,7 +60,8 @@ def kl_divergence(logits: torch.Tensor, clean_probs: torch.Tensor) -> torch.Tens
     return (clean_probs * (log_p - log_q)).sum(dim=1)
 
 
-LOSSES: dict[str, LossFn] = {"ce": cross_entropy, "dlr": dlr, "redlr": redlr, "kl": kl_divergence}
+LOSSES: dict[str, LossFn] = {"ce": cross_entropy, "dlr": dlr, "redlr": redlr, "margin": margin, "remargin": remargin,
+                             "kl": kl_divergence}
 
 
 def resolve_loss(loss: str | LossFn) -> LossFn:
