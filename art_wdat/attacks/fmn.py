@@ -1,10 +1,11 @@
 """FMN, the Fast Minimum-Norm attack (Pintor, Roli, Brendel & Biggio, NeurIPS 2021), for ℓ∞, ℓ2 and ℓ1.
 
 Untargeted, batched, torch only: a gradient step on the logit margin max_{j≠y} z_j − z_y with an
-ℓ2-normalised step α_k, then a projection onto the ε_k-ball around x and onto the box [0, 1]. The radius ε_k
-walks towards the decision boundary: it shrinks by (1 − γ_k) (never above the best norm found) while the
-current point is adversarial, grows by (1 + γ_k) once one was found and the current point is not, and before
-any is found it jumps to the first-order estimate ‖δ‖ + |margin| / ‖∇ margin‖_dual (times 1 + γ_k). α_k and γ_k are
+ℓ2-normalised step α_k, then a projection onto the ε_k-ball around x and onto the box (by default [0, 1];
+per-feature bounds, or none). The radius ε_k walks towards the decision boundary: it shrinks by (1 − γ_k) (never
+above the best norm found) while the current point is adversarial, grows by (1 + γ_k) once one was found and the
+current point is not, and before any is found it jumps to the first-order estimate
+``‖δ‖ + |margin| / ‖∇ margin‖_dual`` (times 1 + γ_k). α_k and γ_k are
 cosine-annealed. Written here because no maintained implementation is a dependency of this package (adv-lib's
 ``fmn``, which this follows, pulls visdom in); it is checked against the closed-form distance of linear models
 in ``tests/test_fmn.py``. The loop keeps every decision on the device: no host synchronisation per step.
@@ -19,13 +20,18 @@ from collections.abc import Callable
 
 import torch
 
-#: The dual exponent of each ground norm: the first-order distance to the boundary is |margin| / ‖∇‖_dual.
+from art_wdat.attacks.box import UNIT, Box, ClipLike
+
+#: The dual exponent of each ground norm: the first-order distance to the boundary is ``|margin| / ‖∇‖_dual``.
 DUAL = {math.inf: 1.0, 2.0: 2.0, 1.0: math.inf}
 
 
-def logit_margin(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """max_{j≠y} z_j − z_y per row: positive where the input is misclassified."""
+def logit_margin(z: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
+    """max_{j≠y} z_j − z_y per row: positive where the input is misclassified; with ``target``, z_t − z_y (a
+    positive targeted margin implies a positive untargeted one)."""
     own = z.gather(1, y[:, None]).squeeze(1)
+    if target is not None:
+        return z.gather(1, target[:, None]).squeeze(1) - own
     return z.scatter(1, y[:, None], -math.inf).amax(dim=1) - own
 
 
@@ -61,11 +67,12 @@ def _cosine(k: int, steps: int, start: float, end: float) -> float:
 
 def fmn(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor, norm: float, *,
         steps: int = 100, alpha_init: float = 1.0, alpha_final: float | None = None, gamma_init: float = 0.05,
-        gamma_final: float = 0.001, rtol: float = 0.0) -> torch.Tensor:
+        gamma_final: float = 0.001, rtol: float = 0.0, clip: Box | ClipLike = UNIT,
+        target: torch.Tensor | None = None) -> torch.Tensor:
     """The smallest-norm misclassified point FMN visits per input (x itself where it found none).
 
-    :param forward: Differentiable map from inputs in [0, 1] to logits.
-    :param x: Clean inputs in [0, 1] (N, ...).
+    :param forward: Differentiable map from inputs in the box to logits.
+    :param x: Clean inputs in the box (N, ...).
     :param y: Labels (N,).
     :param norm: Ground norm: inf, 2 or 1.
     :param steps: Gradient steps.
@@ -74,16 +81,19 @@ def fmn(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: tor
     :param rtol: A point counts as misclassified when its margin exceeds rtol·max(1, max|z|) (0: argmax only).
         A minimum-norm point ends a hair past its boundary; with the tolerance of the flip-cost verification
         here, FMN walks to the boundary that the verification accepts instead.
-    :return: Points in [0, 1], x's shape and dtype, misclassified as FMN saw them (verify them before use).
+    :param clip: The box: (lo, hi) broadcastable to one input (numbers, arrays or tensors), or None for no box.
+    :param target: Per input a class t ≠ y to push x past (the margin z_t − z_y), or None (untargeted).
+    :return: Points in the box, x's shape and dtype, misclassified as FMN saw them (verify them before use).
     """
     if norm not in DUAL:
         raise ValueError(f"FMN supports the norms {sorted(DUAL)}, got {norm!r}.")
+    box = clip if isinstance(clip, Box) else Box.of(clip, x)
     alpha_final = alpha_init / 100 if alpha_final is None else alpha_final
     view = (-1, *([1] * (x.dim() - 1)))
     point = x.clone()
     eps = torch.full((x.shape[0],), math.inf, dtype=x.dtype, device=x.device)
     # ε never needs to exceed the norm of the farthest point of the box.
-    worst = torch.maximum(x, 1 - x).flatten(1).norm(p=norm, dim=1)
+    worst = box.farthest(x).flatten(1).norm(p=norm, dim=1)
     best_norm = torch.full_like(eps, math.inf)
     best = x.clone()
     found = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
@@ -91,7 +101,7 @@ def fmn(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: tor
         alpha, gamma = _cosine(k, steps, alpha_init, alpha_final), _cosine(k, steps, gamma_init, gamma_final)
         point.requires_grad_(True)
         z = forward(point)
-        margin = logit_margin(z, y) - rtol * z.abs().amax(dim=1).clamp_min(1.0)
+        margin = logit_margin(z, y, target) - rtol * z.abs().amax(dim=1).clamp_min(1.0)
         grad, = torch.autograd.grad(margin.sum(), point)
         point, margin, z = point.detach(), margin.detach(), z.detach()
         delta = point - x
@@ -109,5 +119,5 @@ def fmn(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: tor
         eps = torch.minimum(eps, worst).to(x.dtype)  # logits may come in another dtype than x
         step = grad / grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(view)
         # The state is the point itself (not x + δ), so that the box clamp is exact in float32.
-        point = (x + project(delta + alpha * step, eps, norm)).clamp(0.0, 1.0)
+        point = box.clamp(x + project(delta + alpha * step, eps, norm))
     return best
