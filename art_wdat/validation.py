@@ -14,7 +14,7 @@ def check_x(x: object, input_shape: tuple, clip_values: tuple | None, name: str 
     """Validate inputs and return them as an array (not a copy).
 
     :raises TypeError: if ``x`` is not a numeric numpy array.
-    :raises ValueError: for NaN/inf, a shape other than (N, *input_shape), or values outside clip_values.
+    :raises ValueError: for NaN/inf, a shape other than ``(N, *input_shape)``, or values outside clip_values.
     """
     if not isinstance(x, np.ndarray):
         raise TypeError(f"`{name}` must be a numpy array, got {type(x).__name__}.")

@@ -12,7 +12,7 @@ import torch
 from art_wdat import evaluation
 from art_wdat.attacks.wasserstein import WassersteinDistributionalAttack
 from art_wdat.cli.demo import DemoConfig, load_demo_data, train_demo_model
-from art_wdat.evaluation import EvaluationResult, EvaluationSettings, evaluate
+from art_wdat.evaluation import EvaluationResult, EvaluationSettings, accuracy_curve, evaluate
 from art_wdat.training.checkpoint import seed_everything
 
 BUDGETS = [0.05, 0.15]
@@ -173,10 +173,13 @@ def test_knapsack_curve_equals_the_knapsack_alone(demo_model, result):
 
     clf, x, y = demo_model
     budget = BUDGETS[-1]
-    seed_everything(3)  # the seed of `result`: the flip costs are the same
+    seed_everything(3)  # the seed of `result`: the first pass's flip costs are the same
     _, alone = knapsack_attack(clf, x, y, ThreatSpec(eps=budget, p=2.0), leftover_steps=False)
-    assert np.sort(alone.costs).tolist() == result.curve.sorted_costs
-    assert alone.accuracy == pytest.approx(result.curve.at(2.0, budget), abs=1e-12)
+    # The evaluation refined them near its budgets' thresholds: never higher, input by input (so sorted too).
+    assert (np.array(result.curve.sorted_costs) <= np.sort(alone.costs)).all()
+    assert result.curve.at(2.0, budget) <= alone.accuracy + 1e-12
+    curve = accuracy_curve(np.array(result.curve.sorted_costs), 2.0, [budget])
+    assert curve[0] == pytest.approx(result.curve.at(2.0, budget), abs=1e-12)
 
 
 def test_knapsack_curve_round_trip_markdown_and_plot(result, tmp_path):
@@ -278,3 +281,30 @@ def test_binary_model_falls_back_to_ce():
     assert res.settings["wpgd_loss"] == "ce" and res.settings["bound_loss"] == "ce"
     assert any("3 classes" in n for n in res.notes)
     assert all(0.0 <= o.accuracy <= 1.0 for o in res.budgets[0].attacks.values())
+
+
+def test_evaluate_takes_any_classifier_and_says_what_it_skipped():
+    """scikit-learn's logistic regression runs every attack asked for (through its gradients); a forest runs
+    W-AutoAttack alone, the other columns and R^l are left out with their reasons."""
+    from art.estimators.classification import SklearnClassifier
+    from sklearn.datasets import load_digits
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+
+    d = load_digits()
+    x, y = (d.data / 16.0).astype(np.float32), d.target
+    linear = SklearnClassifier(LogisticRegression(max_iter=3000).fit(x[:1200], y[:1200]), clip_values=(0, 1))
+    result = evaluate(linear, x[1200:1260], y[1200:1260], [0.05], p=2, attacks=["pgd", "wpgd", "wauto"],
+                      settings=SETTINGS)
+    row = result.budgets[0]
+    assert result.attacks == ["pgd", "wpgd", "wauto"] and not any("skipped" in n for n in result.notes)
+    assert row.accuracy("wauto") <= min(row.accuracy("pgd"), row.accuracy("wpgd"))
+    assert 0.0 <= row.r_lower <= 1.0 and result.sensitivity > 0
+    forest = RandomForestClassifier(n_estimators=10, max_depth=6, random_state=0).fit(x[:1200], y[:1200])
+    trees = SklearnClassifier(forest, clip_values=(0, 1))
+    result = evaluate(trees, x[1200:1240], y[1200:1240], [0.05], p=2, settings=SETTINGS)
+    assert result.attacks == ["wauto"] and math.isnan(result.budgets[0].r_lower)
+    skipped = [n for n in result.notes if "skipped" in n]
+    assert len(skipped) == 5 and all("ScikitlearnRandomForestClassifier" in n for n in skipped)
+    assert result.budgets[0].accuracy("wauto") < result.clean_accuracy
+    assert "W-AutoAttack" in result.to_markdown() and "PGD skipped" in result.to_markdown()

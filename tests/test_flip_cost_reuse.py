@@ -45,9 +45,11 @@ def own_clf(digits_clf):
     return wrap(copy.deepcopy(digits_clf.model))
 
 
-def _knapsack(clf, cache: FlipCostCache, eps: float = 0.05) -> WassersteinDistributionalAttack:
+def _knapsack(clf, cache: FlipCostCache, eps: float = 0.05, refine: bool = False) -> WassersteinDistributionalAttack:
+    """The knapsack on ``cache``; without the refinement near the threshold unless asked (it reuses the first pass's
+    costs, which is what these tests count)."""
     return WassersteinDistributionalAttack(clf, eps=eps, p=2, method="knapsack", max_iter=2, batch_size=64,
-                                           verbose=False, flip_cost_cache=cache)
+                                           verbose=False, flip_cost_cache=cache, refine=refine)
 
 
 def test_evaluate_computes_the_costs_once_for_every_budget_and_p(digits_clf, held_out, solver_calls):
@@ -63,8 +65,8 @@ def test_evaluate_computes_the_costs_once_for_every_budget_and_p(digits_clf, hel
     assert EvaluationResult.from_json(result.to_json()).flip_cost_seconds == pytest.approx(result.flip_cost_seconds)
     # Another order p on the same model and inputs: the shared cache serves the same costs.
     again = evaluate(digits_clf, x, y, [0.05], p=1, attacks=["wauto"], max_iter=3, flip_cost_cache=cache)
-    assert solver_calls == [N] and again.flip_cost_seconds == 0.0
-    assert again.curve is not None and again.curve.sorted_costs == result.curve.sorted_costs
+    # The first pass is served; only the refinement near the knapsack's thresholds at p = 1 is new.
+    assert solver_calls == [N] and cache.passes == 1 and again.curve is not None
 
 
 def test_without_wauto_no_cost_time_is_reported(digits_clf, held_out, solver_calls):
@@ -134,3 +136,107 @@ def test_other_inputs_or_labels_recompute_the_costs(digits_clf, held_out, solver
     assert attack.last_result_.flip_cost_seconds > 0
     attack.generate(x, y)
     assert len(solver_calls) == 5 and attack.last_result_.flip_cost_seconds == 0.0
+
+
+# -- issue 25, cases 5 and 6: the result is a copy; the key sees everything the forward pass reads ------------------
+
+
+def test_editing_the_returned_flip_costs_does_not_reach_the_cache(digits_clf, held_out, solver_calls):
+    x, y = held_out
+    attack = _knapsack(digits_clf, FlipCostCache())
+    first = attack.generate(x, y)
+    costs = attack.last_result_.flip_costs
+    kept = costs.copy()
+    costs[:] = 0.0  # an edit in place (e.g. the infs set to 0 before plotting) would make every input free
+    again = attack.generate(x, y)
+    assert len(solver_calls) == 1
+    assert np.array_equal(first, again) and np.array_equal(attack.last_result_.flip_costs, kept)
+
+
+class _Normalised(torch.nn.Module):
+    """A model that keeps its normalisation in a plain tensor attribute (neither parameter nor buffer)."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net, self.mean = net, torch.tensor(0.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x - self.mean)
+
+
+@pytest.mark.parametrize("change", ["plain_tensor_attribute", "forward_hook"])
+def test_what_parameters_and_buffers_miss_still_changes_the_key(digits_clf, held_out, solver_calls, change):
+    x, y = held_out
+    model = _Normalised(copy.deepcopy(digits_clf.model))
+    clf, cache = wrap(model), FlipCostCache()
+    _knapsack(clf, cache).generate(x, y)
+    _knapsack(clf, cache, eps=0.1).generate(x, y)
+    assert cache.passes == 1
+    if change == "plain_tensor_attribute":
+        model.mean = torch.tensor(0.1)
+    else:
+        model.net.register_forward_hook(lambda module, args, out: out * torch.linspace(1, 2, 10))
+    _knapsack(clf, cache).generate(x, y)
+    assert cache.passes == 2 == len(solver_calls)
+
+
+def test_a_model_behind_an_api_is_never_served_from_the_cache(held_out, solver_calls):
+    """A BlackBoxClassifier's model may change and still agree on the inputs: no key is sound, so no cache."""
+    from art.estimators.classification import BlackBoxClassifier
+
+    x, y = held_out
+    weights = np.random.default_rng(0).normal(size=(64, 10))
+    clf = BlackBoxClassifier(lambda v: v.reshape(len(v), -1) @ weights, input_shape=(1, 8, 8), nb_classes=10,
+                             clip_values=(0, 1))
+    cache = FlipCostCache()
+    attack = WassersteinDistributionalAttack(clf, eps=0.05, p=2, method="knapsack", max_queries=200, verbose=False,
+                                             flip_cost_cache=cache)
+    attack.generate(x, y)
+    attack.generate(x, y)
+    assert cache.passes == 2 == len(solver_calls)
+
+
+def test_scikit_learn_models_are_keyed_by_their_state(held_out, solver_calls):
+    from art.estimators.classification import SklearnClassifier
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = held_out
+    flat = x.reshape(len(x), -1)
+    model = LogisticRegression(max_iter=2000).fit(flat, y)
+    cache = FlipCostCache()
+
+    def run() -> None:
+        WassersteinDistributionalAttack(SklearnClassifier(model, clip_values=(0, 1)), eps=0.05, p=2,
+                                        method="knapsack", max_iter=2, verbose=False,
+                                        flip_cost_cache=cache).generate(flat, y)
+
+    run()
+    run()
+    assert cache.passes == 1
+    model.intercept_[0] += 1e-3  # an in-place change of the fitted state
+    run()
+    assert cache.passes == 2 == len(solver_calls)
+
+
+def test_an_evaluation_refines_its_costs_once_for_all_its_budgets(digits_clf, held_out, monkeypatch):
+    import art_wdat.attacks.search as search
+
+    x, y = held_out
+    calls: list = []
+    real = search.refine_near_threshold
+
+    def counting(*args, **kwargs):
+        calls.append(sorted(args[4]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(search, "refine_near_threshold", counting)
+    cache = FlipCostCache()
+    evaluate(digits_clf, x, y, [0.05, 0.1, 0.15], p=2, attacks=["wauto"], max_iter=3, flip_cost_cache=cache)
+    assert calls == [[(0.05, 2.0), (0.1, 2.0), (0.15, 2.0)]]
+    # A direct attack at another budget refines for its own threshold, from the same first pass.
+    attack = _knapsack(digits_clf, cache, eps=0.2, refine=True)
+    attack.generate(x, y)
+    assert cache.passes == 1 and calls[-1] == [(0.2, 2.0)]
+    unrefined = _knapsack(digits_clf, cache, eps=0.2)
+    unrefined.generate(x, y)
+    assert len(calls) == 2 and (attack.last_result_.flip_costs <= unrefined.last_result_.flip_costs).all()

@@ -142,3 +142,42 @@ def test_bad_inputs(linear_data):
         metrics.clean_statistics(clf, x, y, norm=3)
     with pytest.raises(TypeError):
         metrics.clean_statistics(object(), x, y)
+
+
+def test_a_scikit_learn_model_has_the_metrics_of_the_same_weights_in_torch():
+    """Through the bridge a logistic regression's scores are its logits up to a constant per input, to which ReDLR
+    is blind: A, V(0), W(0), Υ and R^l equal those of the same weights as a torch linear model."""
+    from art.estimators.classification import SklearnClassifier
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    x = rng.random((120, 12)).astype(np.float32)
+    y = (x[:, :4].argmax(axis=1) + (rng.random(120) < 0.2)) % 4
+    model = LogisticRegression(max_iter=2000).fit(x, y)
+    linear = torch.nn.Linear(12, 4)
+    with torch.no_grad():
+        linear.weight.copy_(torch.from_numpy(model.coef_))
+        linear.bias.copy_(torch.from_numpy(model.intercept_))
+    twin = make_classifier(linear, (12,), 4, clip_values=(0.0, 1.0))
+    ours = metrics.clean_statistics(SklearnClassifier(model, clip_values=(0, 1)), x, y, p=2, norm=np.inf)
+    reference = metrics.clean_statistics(twin, x, y, p=2, norm=np.inf)
+    assert ours.clean_accuracy == reference.clean_accuracy and ours.n_misclassified > 0
+    for name in ("v0", "w0", "sensitivity"):
+        assert getattr(ours, name) == pytest.approx(getattr(reference, name), rel=1e-4), name
+    low = metrics.lower_bound(SklearnClassifier(model, clip_values=(0, 1)), x, y, 0.05, p=2, stats=ours)
+    assert low.r_lower == pytest.approx(metrics.lower_bound(twin, x, y, 0.05, p=2, stats=reference).r_lower,
+                                        abs=1e-4)
+
+
+def test_a_predict_only_classifier_gets_no_sensitivity():
+    from art.estimators.classification import BlackBoxClassifier
+
+    rng = np.random.default_rng(0)
+    weights = rng.normal(size=(12, 4))
+    clf = BlackBoxClassifier(lambda v: v @ weights, input_shape=(12,), nb_classes=4, clip_values=(0, 1))
+    x = rng.random((40, 12)).astype(np.float32)
+    y = (x @ weights).argmax(axis=1)
+    stats = metrics.clean_statistics(clf, x, y)
+    assert stats.clean_accuracy == 1.0 and math.isnan(stats.sensitivity)
+    with pytest.raises(ValueError, match="'knapsack', 'auto'"):
+        metrics.wfgsm_mean_loss(clf, x, y, 0.1)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -75,11 +75,16 @@ EngineRun = Callable[[str], tuple[torch.Tensor, AttackTrace]]
 class FlipCostCache:
     """The flip costs of the last inputs seen, to share between attacks (one per budget or per order p).
 
-    Flip costs depend on the model, its preprocessing, the inputs, their labels, the ground norm and the solver (its
-    random starts are seeded), not on the budget or p. The key holds all of them, the model as
-    :func:`~art_wdat.attacks.estimator.fingerprint` of its parameters, buffers and preprocessing, so the cache never
-    serves the costs of other inputs or of another model state (e.g. after a fine-tuning step). One entry: an
-    evaluation's data, not a history of data sets kept in memory.
+    Flip costs depend on the model, its preprocessing, the inputs, their labels, the ground norm and the solver with
+    its options (its random starts are seeded), not on the budget or p. The key holds all of them, the model as
+    :func:`~art_wdat.attacks.fingerprint.model_key`: its state and its outputs on the inputs, so the cache never
+    serves the costs of other inputs or of another model (after a fine-tuning step, a changed tensor attribute, a new
+    forward hook). A model without a sound key (``model=None``: a ``BlackBoxClassifier``) is recomputed every time.
+    One entry: an evaluation's data, not a history of data sets kept in memory.
+
+    It also keeps the costs refined near the knapsack's thresholds (:meth:`refined`), which do depend on the budgets:
+    once for all the (δ, p) of a :meth:`plan`, so that every attack of an evaluation starts from the same costs
+    whatever the order of its budgets, and the refinement is paid once.
 
     :ivar passes: Solver passes run so far (the cache's misses).
     """
@@ -87,29 +92,67 @@ class FlipCostCache:
     def __init__(self) -> None:
         self._key: str | None = None
         self._costs: FlipCosts | None = None
+        self._plan: tuple[tuple[float, float], ...] = ()
+        self._refined_key: tuple | None = None
+        self._refined: FlipCosts | None = None
         self.passes = 0
 
+    def plan(self, budgets: Sequence[tuple[float, float]]) -> None:
+        """The (δ, p) pairs the attacks sharing this cache will be run at (e.g. an evaluation's budgets): an attack at
+        one of them refines its costs near the thresholds of all of them, once (:meth:`refined`)."""
+        self._plan = tuple(sorted({(float(d), float(p)) for d, p in budgets}))
+
+    def refined(self, costs: FlipCosts, budget: tuple[float, float],
+                refine: Callable[[list[tuple[float, float]]], FlipCosts]) -> tuple[FlipCosts, float]:
+        """``costs`` (this cache's last, or uncached ones) refined near the knapsack's threshold of ``budget``, or of
+        every planned budget if ``budget`` is one of them, by ``refine(budgets)``; kept with the costs they refine.
+
+        :return: (the refined costs, the seconds spent here: 0 when they came from the cache).
+        """
+        budgets = self._plan if (float(budget[0]), float(budget[1])) in self._plan else (budget,)
+        cached = self._costs is costs and self._key is not None
+        key = (self._key, budgets)
+        if cached and key == self._refined_key and self._refined is not None:
+            return self._refined, 0.0
+        start = time.perf_counter()
+        out = refine(list(budgets))
+        if cached:
+            self._refined_key, self._refined = key, out
+        return out, time.perf_counter() - start
+
     @staticmethod
-    def key(x: torch.Tensor, y: torch.Tensor, norm: float, solver: str, model: str = "") -> str:
-        """The cache key of (x, y) under ``model`` (a fingerprint of the model's state), ``norm`` and ``solver``."""
+    def key(x: torch.Tensor, y: torch.Tensor, norm: float, solver: str, model: str = "",
+            options: dict | None = None) -> str:
+        """The cache key of (x, y) under ``model`` (a key of the model: state and outputs), ``norm``, ``solver`` and
+        the solver's ``options`` (plain values and tensors, e.g. the box)."""
         digest = hashlib.sha1(x.detach().cpu().numpy().tobytes())
         digest.update(y.detach().cpu().numpy().tobytes())
+        for name, value in sorted((options or {}).items()):
+            digest.update(name.encode())
+            values = value if isinstance(value, (tuple, list)) else (value,)
+            for v in values:
+                digest.update(v.detach().cpu().numpy().tobytes() if isinstance(v, torch.Tensor) else repr(v).encode())
         return f"{digest.hexdigest()}|{model}|{norm}|{solver}|{tuple(x.shape)}|{x.dtype}|{x.device}"
 
     def costs(self, forward: Forward, x: torch.Tensor, y: torch.Tensor, norm: float, solver: MinNormMethod, *,
-              model: str) -> tuple[FlipCosts, float]:
+              model: str | None, options: dict | None = None) -> tuple[FlipCosts, float]:
         """The verified flip costs of (x, y), computed only if they are not the last ones.
 
-        :param model: A fingerprint of the state behind ``forward`` (:func:`~art_wdat.attacks.estimator.fingerprint`).
-        :return: (the costs, the seconds spent computing them here: 0 when they came from the cache).
+        :param model: A key of the model behind ``forward`` (:func:`~art_wdat.attacks.fingerprint.model_key`), or
+            None where it has none: then the costs are computed, and not kept.
+        :param options: Further keywords of :func:`~art_wdat.attacks.flip_costs.min_norm_costs`, part of the key.
+        :return: (the costs, the seconds spent computing them here: 0 when they came from the cache). The costs are
+            the cache's own: copy before changing them.
         """
-        key = self.key(x, y, norm, solver, model)
-        if key == self._key and self._costs is not None:
+        key = None if model is None else self.key(x, y, norm, solver, model, options)
+        if key is not None and key == self._key and self._costs is not None:
             return self._costs, 0.0
         start = time.perf_counter()
-        self._costs, self._key = min_norm_costs(forward, x, y, norm=norm, method=solver), key
+        costs = min_norm_costs(forward, x, y, norm=norm, method=solver, **(options or {}))
         self.passes += 1
-        return self._costs, time.perf_counter() - start
+        self._costs, self._key = (costs, key) if key is not None else (None, None)
+        self._refined_key = self._refined = None
+        return costs, time.perf_counter() - start
 
 
 def score(forward: Forward, x_adv: torch.Tensor, target: torch.Tensor, cfg: AttackConfig,
@@ -121,13 +164,15 @@ def score(forward: Forward, x_adv: torch.Tensor, target: torch.Tensor, cfg: Atta
 
 def run_knapsack(forward: Forward, x: torch.Tensor, y: torch.Tensor, threat: ThreatSpec, costs: FlipCosts, *,
                  clip: Clip | None, batch_size: int, reducer: Reducer, loss_fn: LossFn,
-                 leftover_run: LeftoverRun = DEFAULT_LEFTOVER) -> tuple[torch.Tensor, float]:
+                 leftover_run: LeftoverRun = DEFAULT_LEFTOVER,
+                 leftover_steps: bool = True) -> tuple[torch.Tensor, float]:
     """The knapsack distribution of ``threat`` from the flip ``costs`` (leftover budget spent by W-PGD with
-    ``loss_fn``, the threat's ``eps_step`` scaled to its ball, and ``leftover_run``'s starts and precision);
-    (x_adv, seconds)."""
+    ``loss_fn``, the threat's ``eps_step`` scaled to its ball, and ``leftover_run``'s starts and precision, unless
+    ``leftover_steps`` is False: a model without gradients); (x_adv, seconds)."""
     start = time.perf_counter()
     x_adv, _, _ = knapsack_torch(forward, x, y, threat.stepping("wpgd"), costs, clip=clip, batch_size=batch_size,
-                                 reducer=reducer, loss_fn=loss_fn, leftover_run=leftover_run)
+                                 reducer=reducer, loss_fn=loss_fn, leftover_run=leftover_run,
+                                 leftover_steps=leftover_steps)
     return x_adv, time.perf_counter() - start
 
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import torch
 
-from art_wdat.attacks import estimator as est
+from art_wdat.attacks import bridge
 
 if TYPE_CHECKING:
     from art.estimators.classification import PyTorchClassifier
@@ -113,8 +113,9 @@ def package_autoattack(model: torch.nn.Module, *, eps: float, norm: float, versi
 class PackageAutoAttack:
     """The package's AutoAttack behind ART's ``generate(x, y)``: numpy in and out, on the classifier's device.
 
-    :param classifier: An ART ``PyTorchClassifier`` with ``clip_values`` (0, 1) (the package's box); its
-                       preprocessing is differentiated as in the distributional attack.
+    :param classifier: An ART classifier with class gradients and ``clip_values`` (0, 1) (the package's box): a
+                       ``PyTorchClassifier``, whose preprocessing is differentiated as in the distributional attack, or
+                       any other through :mod:`art_wdat.attacks.bridge`.
     :param eps: ε.
     :param norm: The ground norm: inf or 2 (or 1).
     :param version: ``"standard"`` or ``"custom"``.
@@ -131,10 +132,10 @@ class PackageAutoAttack:
                              "clips to [0, 1]; use the 'apgd-art' attack for other boxes")
         self.classifier = classifier
         self.batch_size = batch_size
-        self.model = _Logits(est.forward_fn(classifier))
+        self.model = _Logits(bridge.forward_fn(classifier, batch_size=batch_size))
         self.adversary = package_autoattack(self.model, eps=eps, norm=norm, version=version,
                                             nb_classes=classifier.nb_classes, max_iter=max_iter, seed=seed,
-                                            device=est.device_of(classifier))
+                                            device=bridge.device_of(classifier))
 
     def generate(self, x: np.ndarray, y: np.ndarray | None = None) -> np.ndarray:
         """Adversarial examples of ``x`` (labels ``y``: indices or one-hot; required)."""
@@ -142,11 +143,11 @@ class PackageAutoAttack:
             raise ValueError("AutoAttack needs the true labels y")
         labels = np.asarray(y)
         labels = labels.argmax(axis=1) if labels.ndim == 2 else labels
-        device = est.device_of(self.classifier)
+        device = bridge.device_of(self.classifier)
         # A copy: the caller's array may be read-only, and is never written to.
         x_t = torch.tensor(np.asarray(x, dtype=np.float32), device=device)
         y_t = torch.as_tensor(labels.astype(np.int64), device=device)
-        with est.eval_mode(self.classifier):
+        with bridge.eval_mode(self.classifier):
             x_adv, _ = self.adversary.run_standard_evaluation(x_t, y_t, batch_size=self.batch_size)
         return x_adv.detach().cpu().numpy().astype(np.asarray(x).dtype, copy=False)
 

@@ -183,16 +183,21 @@ def fingerprint(estimator: PyTorchClassifier) -> str:
     module = unwrap(estimator.model)
     digest.update(repr(module).encode())
     for name, tensor in itertools.chain(module.named_parameters(), module.named_buffers()):
-        _digest_value(digest, name, tensor)
-    for number, operation in enumerate(estimator.preprocessing_operations):
-        digest.update(f"{number}:{type(operation).__qualname__}".encode())
-        # ART's declared settings (``params``), not the instance's attributes: those include lazily built caches.
-        for name in getattr(operation, "params", []):
-            _digest_value(digest, name, getattr(operation, name, None))
+        digest_value(digest, name, tensor)
+    digest_preprocessing(digest, estimator)
     return digest.hexdigest()
 
 
-def _digest_value(digest: hashlib._Hash, name: str, value: object) -> None:
+def digest_preprocessing(digest: hashlib._Hash, estimator: object) -> None:
+    """Add the estimator's preprocessing chain (each operation's type and ART ``params``) to ``digest``."""
+    for number, operation in enumerate(getattr(estimator, "preprocessing_operations", None) or []):
+        digest.update(f"{number}:{type(operation).__qualname__}".encode())
+        # ART's declared settings (``params``), not the instance's attributes: those include lazily built caches.
+        for name in getattr(operation, "params", []):
+            digest_value(digest, name, getattr(operation, name, None))
+
+
+def digest_value(digest: hashlib._Hash, name: str, value: object) -> None:
     """Add ``name`` and ``value`` to ``digest``: arrays and tensors by their bytes, plain values by their repr,
     other objects by their type (a preprocessor's helper objects do not change what it computes)."""
     digest.update(name.encode())

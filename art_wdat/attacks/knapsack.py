@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from art_wdat.attacks import bridge
 from art_wdat.attacks import estimator as est
 from art_wdat.attacks.flip_costs import (
     FlipCosts,
@@ -57,7 +58,7 @@ class KnapsackResult:
 
     :ivar costs: Verified flip costs c_i (0: misclassified already; inf: no point found).
     :ivar selected: The inputs flipped by their minimum-norm point (the knapsack set S).
-    :ivar n_selected: |S| minus the inputs misclassified already, over all ranks.
+    :ivar n_selected: ``|S|`` minus the inputs misclassified already, over all ranks.
     :ivar n_flipped: Correctly classified inputs misclassified by x_adv, over all ranks (S and W-PGD's wins).
     :ivar clean_accuracy: Accuracy on x.
     :ivar accuracy: Accuracy on x_adv.
@@ -168,35 +169,42 @@ def knapsack_attack(estimator: PyTorchClassifier, x: np.ndarray, y: np.ndarray, 
                     reducer: Reducer = LOCAL) -> tuple[np.ndarray, KnapsackResult]:
     """Attack ``x`` (one distribution) on the W_p ball of ``threat``: cheapest flips first, then W-PGD.
 
-    :param estimator: An ART ``PyTorchClassifier`` with ``clip_values`` (0, 1).
-    :param x: Inputs (N, *input_shape).
+    :param estimator: An ART classifier, in any box (its ``clip_values``, or none): a ``PyTorchClassifier``, or any
+                      other through :mod:`art_wdat.attacks.bridge` (a predict-only one gets decision-based flip costs
+                      and no leftover W-PGD).
+    :param x: Inputs ``(N, *input_shape)``.
     :param y: Labels, indices (N,) or one-hot.
     :param threat: eps, p, norm, and ``max_iter`` and ``eps_step`` (scaled to the leftover's ball) of the W-PGD that
                    spends the leftover.
     :param costs: Flip costs computed before (e.g. to attack several budgets); default: computed here.
-    :param min_norm: The minimum-norm solvers of the flip costs (None: the default for the ground norm).
+    :param min_norm: The minimum-norm solvers of the flip costs (None: the default for the ground norm, the estimator
+                     and its box).
     :param min_norm_options: Keywords of :func:`~art_wdat.attacks.flip_costs.min_norm_costs`.
     :param batch_size: Inputs per forward/backward pass of the W-PGD part.
-    :param leftover_steps: Spend the budget left after the knapsack set with W-PGD.
+    :param leftover_steps: Spend the budget left after the knapsack set with W-PGD (never on a predict-only
+                           estimator).
     :param reducer: Sums over the whole distribution, all ranks under torch.distributed.
     :return: (x_adv in x's dtype with C(x_adv, x) ≤ eps, what was achieved).
     """
+    bridge.require_classifier(estimator, "knapsack_attack")
     x = check_x(x, estimator.input_shape, estimator.clip_values)
     labels = check_labels(y, x.shape[0], estimator.nb_classes)
     if labels is None:
         raise ValueError("`y` is required: flip costs are measured against the true labels.")
-    device = est.device_of(estimator)
+    device = bridge.device_of(estimator)
     x32 = np.ascontiguousarray(x, dtype=np.float32)
     x_t, y_t = torch.from_numpy(x32.copy()).to(device), torch.from_numpy(labels).to(device)
-    forward = est.forward_fn(estimator)
-    with est.eval_mode(estimator):
+    forward = bridge.forward_fn(estimator, x32, batch_size)
+    clip = est.clip_box(estimator, device)
+    gradients = bridge.kind_of(estimator) != "predict"
+    with bridge.eval_mode(estimator):
         if costs is None:
             norm = parse_norm(threat.norm)
-            costs = min_norm_costs(forward, x_t, y_t, norm=norm, method=min_norm or default_min_norm(norm),
-                                   **(min_norm_options or {}))
-        x_adv, selected, leftover = knapsack_torch(forward, x_t, y_t, threat, costs, batch_size=batch_size,
-                                                   clip=est.clip_box(estimator, device),
-                                                   leftover_steps=leftover_steps, reducer=reducer)
+            method = min_norm or default_min_norm(norm, gradients=gradients, per_feature=bridge.per_feature_box(clip))
+            costs = min_norm_costs(forward, x_t, y_t, norm=norm, method=method,
+                                   **({"clip": clip} | (min_norm_options or {})))
+        x_adv, selected, leftover = knapsack_torch(forward, x_t, y_t, threat, costs, batch_size=batch_size, clip=clip,
+                                                   leftover_steps=leftover_steps and gradients, reducer=reducer)
         result = _summary(forward, x_t, x_adv, y_t, threat, costs, selected, leftover, reducer)
     return in_caller_dtype(x, x32, x_adv.cpu().numpy(), estimator.clip_values), result
 

@@ -18,7 +18,7 @@ from art_wdat.core.losses import LossFn
 from art_wdat.core.threat import SUPPORTED_NORMS, WassersteinBall
 from art_wdat.validation import check_int, check_number
 
-#: The solvers of the distributional threat: W-PGD and W-PGD-Budget (METHOD.md §2–§4), which step the engine's loop,
+#: The solvers of the distributional threat: W-PGD and W-PGD-Budget (:doc:`/maths`), which step the engine's loop,
 #: the knapsack over per-input flip costs, and W-AutoAttack ("auto": the strongest of the others).
 Method = Literal["wpgd", "budget", "knapsack", "auto"]
 METHODS: tuple[str, ...] = get_args(Method)

@@ -9,92 +9,48 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from functools import partial
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from art.attacks.attack import EvasionAttack
 from art.estimators.classification.classifier import ClassifierMixin
-from art.estimators.estimator import BaseEstimator, LossGradientsMixin
+from art.estimators.estimator import BaseEstimator
 
+from art_wdat.attacks import bridge
 from art_wdat.attacks import estimator as est
-from art_wdat.attacks.auto import (
-    AUTO_STEP_METHODS,
-    Candidate,
-    ComponentResult,
-    FlipCostCache,
-    apgd_candidate,
-    best_candidate,
-    component_results,
-    is_unit_box,
-    run_knapsack,
-    score,
-    timed,
-)
-from art_wdat.attacks.flip_costs import MIN_NORM_METHODS, FlipCosts, MinNormMethod, default_min_norm
-from art_wdat.attacks.knapsack import LeftoverRun
+from art_wdat.attacks.auto import FlipCostCache
+from art_wdat.attacks.bridge import Forward
+from art_wdat.attacks.flip_costs import MIN_NORM_METHODS, MinNormMethod
+from art_wdat.attacks.result import AttackResult
+from art_wdat.attacks.search import FlipCostSearch
 from art_wdat.attacks.spec import STEP_METHODS, Method, NormLike, ThreatKeywords, ThreatSpec
 from art_wdat.core.engine import AttackConfig, AttackTrace, Clip, run_distribution_attack
 from art_wdat.core.losses import LossFn, resolve_loss
-from art_wdat.core.precision import check_amp
-from art_wdat.core.reduce import ProcessGroupLike, Reducer, default_reducer, reduce_floats
+from art_wdat.core.reduce import ProcessGroupLike, Reducer, default_reducer
 from art_wdat.validation import check_int, check_labels, check_x, in_caller_dtype
 
 if TYPE_CHECKING:
-    from art.estimators.classification import PyTorchClassifier
+    from art.estimators.classification.classifier import Classifier
+
+__all__ = ["AttackResult", "WassersteinDistributionalAttack"]
 
 logger = logging.getLogger(__name__)
 
 Start = Callable[[torch.Tensor], torch.Tensor]
 
 
-@dataclass
-class AttackResult:
-    """What :meth:`WassersteinDistributionalAttack.generate` found, as ``attack.last_result_``.
-
-    :ivar cost: Achieved transport cost C(x_adv, x) (≤ eps).
-    :ivar eps: The budget.
-    :ivar sensitivity: Υ at the start point (METHOD.md §2).
-    :ivar perturbation_norms: ‖x_adv_i − x_i‖_r per input: the budget each input actually used.
-    :ivar budgets: Allocated per-input budgets δ_i (``method="budget"``), else None.
-    :ivar accuracy: Accuracy per iterate of the returned run, the start included (untargeted), or the
-        targeted success rate.
-    :ivar loss: Mean attack loss per iterate of the returned run.
-    :ivar best_iteration: The iterate returned (index into ``accuracy``).
-    :ivar best_restart: The random restart it came from.
-    :ivar method: The method whose distribution is returned (for ``method="auto"``, the winning component).
-    :ivar components: For ``method="auto"``: what each component achieved on its own (accuracy, mean loss, cost,
-        seconds); empty otherwise.
-    :ivar flip_costs: For "knapsack" and "auto": the verified flip cost of every input (0 if misclassified
-        already, inf if none was found); :func:`art_wdat.core.knapsack.robust_accuracy_curve` turns them into the
-        accuracy of the knapsack at every budget.
-    :ivar flip_cost_seconds: Wall time of the flip-cost pass in this call: 0 when the costs came from the
-        attack's :class:`~art_wdat.attacks.auto.FlipCostCache` (or the method needs none).
-    """
-
-    cost: float
-    eps: float
-    sensitivity: float
-    perturbation_norms: np.ndarray
-    budgets: np.ndarray | None
-    accuracy: list[float]
-    loss: list[float]
-    best_iteration: int
-    best_restart: int
-    method: str = ""
-    components: dict[str, ComponentResult] = field(default_factory=dict)
-    flip_costs: np.ndarray | None = None
-    flip_cost_seconds: float = 0.0
-
-
-class WassersteinDistributionalAttack(ThreatKeywords, EvasionAttack):
+class WassersteinDistributionalAttack(FlipCostSearch, ThreatKeywords, EvasionAttack):
     """Wasserstein distributional attack (Bai, He, Jiang, Obłój, NeurIPS 2023; W-PGD-Budget from 2025).
 
     Finds x' with C(x', x) = ((1/N) Σ ‖x'_i − x_i‖_r^p)^(1/p) ≤ eps that maximises the mean loss:
     one budget for the whole data set, spent where the loss gains most. ``p = inf`` is the pointwise
     threat and then W-PGD is ART's PGD; W-FGSM is ``max_iter=1``.
+
+    Any ART classifier: a ``PyTorchClassifier`` runs in torch on its device; any other estimator with class gradients
+    (TensorFlow, Keras, scikit-learn's logistic regression, ...) runs every method through its ``predict`` and
+    ``class_gradient``; a predict-only estimator (a ``BlackBoxClassifier``, trees and forests, XGBoost, LightGBM,
+    CatBoost) runs "knapsack" and "auto", with decision-based flip-cost solvers (:mod:`art_wdat.attacks.bridge`).
 
     | Paper link: https://arxiv.org/abs/2306.09844 and https://arxiv.org/abs/2502.09352
     """
@@ -102,13 +58,13 @@ class WassersteinDistributionalAttack(ThreatKeywords, EvasionAttack):
     attack_params = EvasionAttack.attack_params + [
         "eps", "p", "norm", "method", "max_iter", "eps_step", "loss", "num_random_init", "targeted",
         "batch_size", "keep_best", "budget_rounds", "min_norm", "process_group", "max_device_bytes", "verbose",
-        "allow_large_eps", "amp",
+        "allow_large_eps", "amp", "max_queries", "refine",
     ]
-    _estimator_requirements = (BaseEstimator, LossGradientsMixin, ClassifierMixin)
+    _estimator_requirements = (BaseEstimator, ClassifierMixin)
 
     def __init__(
         self,
-        estimator: PyTorchClassifier,
+        estimator: Classifier,
         eps: float = 0.3,
         p: float = 2.0,
         norm: NormLike = np.inf,
@@ -128,11 +84,15 @@ class WassersteinDistributionalAttack(ThreatKeywords, EvasionAttack):
         verbose: bool = True,
         allow_large_eps: bool = False,
         amp: bool = False,
+        max_queries: int | None = None,
+        refine: bool = True,
         flip_cost_cache: FlipCostCache | None = None,
     ) -> None:
         """
-        :param estimator: An ART ``PyTorchClassifier``. PyTorch preprocessing is differentiated by autograd; a numpy
-                          defence gets ART's BPDA gradient (see :mod:`art_wdat.attacks.estimator`).
+        :param estimator: An ART classifier. A ``PyTorchClassifier``'s PyTorch preprocessing is differentiated by
+                          autograd, a numpy defence gets ART's BPDA gradient (see :mod:`art_wdat.attacks.estimator`);
+                          other estimators are reached through their public API (:mod:`art_wdat.attacks.bridge`):
+                          every method with class gradients, "knapsack" and "auto" with ``predict`` alone.
         :param eps: The Wasserstein budget δ ≥ 0, in the units of the ground norm.
         :param p: Wasserstein order in [1, inf]. ``inf`` is the pointwise threat (PGD); 2 is the papers' default.
         :param norm: Ground norm on inputs: ``np.inf``/"inf", 2 or 1.
@@ -141,7 +101,8 @@ class WassersteinDistributionalAttack(ThreatKeywords, EvasionAttack):
                        inputs of smallest verified flip cost first, then W-PGD with what is left) or "auto"
                        (W-AutoAttack: the strongest of the three, and at p = inf of the ``autoattack`` package's
                        APGD-CE + APGD-DLR at ε = eps; see :mod:`art_wdat.attacks.auto`). "knapsack" and
-                       "auto" need ``clip_values`` (0, 1) and labels, and are untargeted.
+                       "auto" need ``clip_values`` (0, 1) and labels, and are untargeted; they are the methods of a
+                       predict-only estimator ("auto" is then the knapsack, without the leftover's W-PGD).
         :param max_iter: Number of steps; 1 is W-FGSM.
         :param eps_step: Step size α of each iteration (for "budget": α·δ_i/eps per input; for the W-PGD that
                          spends the knapsack's leftover: α·r/eps in its ball of radius r). Default
@@ -164,7 +125,9 @@ class WassersteinDistributionalAttack(ThreatKeywords, EvasionAttack):
                          cheapest verified cost of any: "fab+fmn+apgd" (the default under ℓ∞ and ℓ2, the strongest
                          measured: FAB and FMN, then the APGD bisection from the cheaper), "fab+fmn" (the default at
                          ℓ1, where the APGD bisection does not run), "fab+apgd", "fab+apgd+fmn", "fmn", "fab",
-                         "fab-t" or "apgd". None: the default for the ground norm.
+                         "fab-t" or "apgd"; for a predict-only estimator, the decision-based chains ("rays+rays-t" at
+                         ℓ∞, "rays+hsja+refine" at ℓ2 and ℓ1 by default; they also run on any other estimator). None:
+                         the default for the ground norm and the estimator.
         :param process_group: ``torch.distributed`` group whose ranks' inputs form one distribution; default: the
                               world group when torch.distributed is initialised; ``False`` forces a local attack.
         :param max_device_bytes: Device memory the attack's copies of x may take (x, x_adv, gradients, best
@@ -183,13 +146,24 @@ class WassersteinDistributionalAttack(ThreatKeywords, EvasionAttack):
                     ``last_result_``'s returned accuracy is never below the float32 one (its intermediate
                     iterates' numbers are the bf16 passes'). The flip-cost solvers and the scores of "auto" stay
                     float32.
+        :param max_queries: The decision-based flip-cost solvers' budget: rows passed to the model per input,
+                            verification included (None: their default, 5,000). Reported per input in
+                            ``last_result_.flip_cost_queries``.
+        :param refine: For "knapsack" and "auto": re-solve, harder, the flip costs of the few inputs near the
+                       knapsack's threshold at this budget, where they decide the answer
+                       (:func:`~art_wdat.attacks.threshold.refine_near_threshold`); ``last_result_.flip_costs`` are
+                       then these. Models with gradients only (a predict-only model's ``max_queries`` is a cap
+                       per input), and not under torch.distributed (the threshold would be one rank's).
         :param flip_cost_cache: Where "knapsack" and "auto" keep their flip costs: pass one cache to several attacks
                                 (e.g. one per budget or per p, as :func:`~art_wdat.evaluation.evaluate` does) to
                                 compute the costs of the same model and inputs once. Default: this attack's own.
                                 Not an ART attack parameter: it holds no setting of the attack.
-        :raises ValueError: also when the model does not return ``nb_classes`` outputs (one forward pass here).
+        :raises ValueError: also when the model does not return ``nb_classes`` outputs (one forward pass of a
+                            ``PyTorchClassifier``'s network here; other estimators are checked at ``generate``), and
+                            when ``method`` needs gradients that the estimator lacks.
+        :raises TypeError: when ``estimator`` is not an ART classifier.
         """
-        est.require_pytorch_classifier(estimator, type(self).__name__)
+        bridge.require_classifier(estimator, type(self).__name__)
         super().__init__(estimator=estimator)
         self.eps = eps
         self.p = p
@@ -209,10 +183,13 @@ class WassersteinDistributionalAttack(ThreatKeywords, EvasionAttack):
         self.verbose = verbose
         self.allow_large_eps = allow_large_eps
         self.amp = amp
+        self.max_queries = max_queries
+        self.refine = refine
         self.last_result_: AttackResult | None = None
         self._flip_costs = flip_cost_cache if flip_cost_cache is not None else FlipCostCache()
         self._check_params()
-        est.check_nb_classes(estimator, type(self).__name__)
+        if bridge.is_pytorch(estimator):
+            est.check_nb_classes(estimator, type(self).__name__)
 
     # -- configuration ----------------------------------------------------------------------------------
     def _check_params(self) -> None:
@@ -227,17 +204,19 @@ class WassersteinDistributionalAttack(ThreatKeywords, EvasionAttack):
                 raise ValueError(f"`max_device_bytes` is for the step methods {STEP_METHODS}: `method`="
                                  f"{self.method!r} keeps its inputs on the device for the flip-cost solvers. "
                                  "Leave it at None.")
-        check_amp(self.amp, est.device_of(self.estimator))
+        bridge.check_capabilities(self.estimator, method=self.method, min_norm=self.min_norm, amp=self.amp)
         resolve_loss(self.loss)
         if isinstance(self.loss, str) and self.loss.lower() in ("dlr", "redlr") and self.estimator.nb_classes < 3:
             raise ValueError(f"`loss`={self.loss!r} needs at least 3 classes; use 'ce'.")
-        for flag in ("targeted", "keep_best", "verbose"):
+        for flag in ("targeted", "keep_best", "verbose", "refine"):
             if not isinstance(getattr(self, flag), bool):
                 raise TypeError(f"`{flag}` must be a bool, got {getattr(self, flag)!r}.")
         if self.targeted and isinstance(self.loss, str) and self.loss.lower() != "ce":
             raise ValueError(f"A targeted attack needs `loss`='ce' or a callable, got {self.loss!r}.")
         if self.min_norm is not None and self.min_norm not in MIN_NORM_METHODS:
             raise ValueError(f"`min_norm` must be one of {MIN_NORM_METHODS}, got {self.min_norm!r}.")
+        if self.max_queries is not None:
+            check_int("max_queries", self.max_queries, low=1)
         if self.method not in STEP_METHODS and (self.targeted or _is_kl(self.loss)):
             raise ValueError(f"`method`={self.method!r} is untargeted and needs class labels: not with targeted=True "
                              "or loss='kl'.")
@@ -255,7 +234,7 @@ class WassersteinDistributionalAttack(ThreatKeywords, EvasionAttack):
     def generate(self, x: np.ndarray, y: np.ndarray | None = None, **kwargs) -> np.ndarray:
         """Attack the whole of ``x`` as one distribution and return x_adv in ``x``'s dtype.
 
-        :param x: Inputs of shape (N, *input_shape), inside the estimator's ``clip_values``. Not modified.
+        :param x: Inputs of shape ``(N, *input_shape)``, inside the estimator's ``clip_values``. Not modified.
         :param y: Labels as indices (N,) or one-hot (N, nb_classes); the target classes if ``targeted``.
                   ``None`` uses the model's predictions (untargeted only). For ``loss="kl"``: clean class
                   probabilities (N, nb_classes). Not modified.
@@ -278,70 +257,31 @@ class WassersteinDistributionalAttack(ThreatKeywords, EvasionAttack):
 
     def _attack(self, x32: np.ndarray, target: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, AttackResult]:
         """Attack ``x32``; return x and x_adv as tensors (where the attack kept them) and what it found."""
-        device = est.device_of(self.estimator)
+        device = bridge.device_of(self.estimator)
         # Streaming serves the engine's loop; the knapsack's solvers keep their inputs on the device.
         storage = self._storage_device(device, x32.nbytes) if self.method in STEP_METHODS else device
         x_t = torch.from_numpy(x32.copy())
         x_t = x_t.pin_memory() if storage != device and device.type == "cuda" else x_t.to(storage)
         clip = est.clip_box(self.estimator, storage)
         target_t = torch.from_numpy(target).to(device)
-        with est.eval_mode(self.estimator):
+        forward = bridge.forward_fn(self.estimator, x32, self.batch_size)
+        with bridge.eval_mode(self.estimator):
             if self.method not in STEP_METHODS:
-                return (x_t, *self._search(x_t, target_t, clip))
-            x_adv_t, trace = self._engine(x_t, target_t, self.threat, clip, device)
-        return x_t, x_adv_t, self._result(x_t, x_adv_t, trace, self.method)
+                x_adv_t, result = self._search(forward, x_t, target_t, clip)
+            else:
+                x_adv_t, trace = self._engine(forward, x_t, target_t, self.threat, clip, device)
+                result = self._result(x_t, x_adv_t, trace, self.method)
+        queries = getattr(forward, "queries", None)
+        result.queries = None if queries is None else queries / max(x32.shape[0], 1)
+        return x_t, x_adv_t, result
 
-    def _engine(self, x: torch.Tensor, target: torch.Tensor, threat: ThreatSpec, clip: Clip | None,
-                device: torch.device) -> tuple[torch.Tensor, AttackTrace]:
+    def _engine(self, forward: Forward, x: torch.Tensor, target: torch.Tensor, threat: ThreatSpec,
+                clip: Clip | None, device: torch.device) -> tuple[torch.Tensor, AttackTrace]:
         """The engine's loop for a step method ("wpgd" or "budget") of ``threat``, with this attack's settings."""
         start = _clipped(threat.ball.random_start if self.num_random_init > 0 else None, clip)
-        return run_distribution_attack(est.forward_fn(self.estimator), x, target, self.config(threat=threat),
+        return run_distribution_attack(forward, x, target, self.config(threat=threat),
                                        start=start, restarts=max(1, self.num_random_init), clip=clip,
                                        reducer=self.reducer(), verbose=self.verbose, device=device)
-
-    def _search(self, x: torch.Tensor, y: torch.Tensor, clip: Clip | None) -> tuple[torch.Tensor, AttackResult]:
-        """Method "knapsack"; or "auto": the knapsack, W-PGD, W-PGD-Budget (and at p = ∞ APGD at ε = δ), the one
-        with fewest correct returned."""
-        if not is_unit_box(clip):
-            raise ValueError(f"`method`={self.method!r} needs an estimator with clip_values=(0, 1): the flip-cost "
-                             "solvers work in [0, 1].")
-        forward, reducer, threat = est.forward_fn(self.estimator), self.reducer(), self.threat
-        cfg = self.config(threat=threat.stepping("wpgd"))
-        costs, cost_seconds = self._costs(x, y)
-        x_k, seconds = run_knapsack(forward, x, y, threat, costs, clip=clip, batch_size=self.batch_size,
-                                    reducer=reducer, loss_fn=cfg.loss_fn,
-                                    leftover_run=LeftoverRun(num_random_init=self.num_random_init, amp=self.amp))
-        candidates = [Candidate("knapsack", x_k, score(forward, x_k, y, cfg, reducer), None, seconds + cost_seconds)]
-        if self.method == "auto":
-            candidates += self._auto_candidates(x, y, clip, cfg)
-        best = best_candidate(candidates)
-        (n,) = reduce_floats(reducer, [float(x.shape[0])], x.device)
-        trace = best.trace or _endpoints(score(forward, x, y, cfg, reducer), best.score, n)
-        result = self._result(x, best.x_adv, trace, best.name)
-        result.flip_costs, result.flip_cost_seconds = costs.costs.cpu().numpy(), cost_seconds
-        if self.method == "auto":
-            result.components = component_results(candidates, x, threat, n, self.targeted, reducer)
-        return best.x_adv, result
-
-    def _costs(self, x: torch.Tensor, y: torch.Tensor) -> tuple[FlipCosts, float]:
-        """The flip costs of (x, y) from the cache, keyed by the estimator's state; (costs, seconds spent here)."""
-        solvers = default_min_norm(self.ball.norm) if self.min_norm is None else self.min_norm
-        return self._flip_costs.costs(est.forward_fn(self.estimator), x, y, self.ball.norm, solvers,
-                                      model=est.fingerprint(self.estimator))
-
-    def _auto_candidates(self, x: torch.Tensor, y: torch.Tensor, clip: Clip | None,
-                         cfg: AttackConfig) -> list[Candidate]:
-        """W-AutoAttack's candidates after the knapsack: W-PGD, W-PGD-Budget and, at p = ∞, APGD at ε = δ (last, so
-        it wins only when strictly better), each scored with ``cfg``'s loss."""
-        forward, reducer, threat = est.forward_fn(self.estimator), self.reducer(), self.threat
-        out = []
-        for name in AUTO_STEP_METHODS:
-            x_m, trace, seconds = timed(partial(self._engine, x, y, threat.stepping(name), clip, x.device))
-            out.append(Candidate(name, x_m, score(forward, x_m, y, cfg, reducer), trace, seconds))
-        if self.ball.pointwise:
-            out.append(apgd_candidate(forward, x, y, threat, cfg, reducer, n_iter=self.max_iter,
-                                      n_classes=self.estimator.nb_classes, batch_size=self.batch_size))
-        return out
 
     def _storage_device(self, device: torch.device, x_bytes: int) -> torch.device:
         """Where x and its companions live: on the device if they fit in ``max_device_bytes``, else the host."""
@@ -379,17 +319,12 @@ class WassersteinDistributionalAttack(ThreatKeywords, EvasionAttack):
             perturbation_norms=ball.ground_norms(delta).cpu().numpy(),
             budgets=None if trace.budgets is None else trace.budgets.cpu().numpy(),
             accuracy=[v if self.targeted else 1.0 - v for v in trace.success_rate], loss=trace.loss,
-            best_iteration=trace.best_iteration, best_restart=trace.best_restart, method=method)
+            best_iteration=trace.best_iteration, best_restart=trace.best_restart, method=method, p=float(ball.p),
+            norm=float(ball.norm))
 
 
 def _is_kl(loss: str | LossFn) -> bool:
     return isinstance(loss, str) and loss.lower() == "kl"
-
-
-def _endpoints(clean: torch.Tensor, attacked: torch.Tensor, n: float) -> AttackTrace:
-    """A two-point trace (start, returned) from [wins, loss sum] scores, for a distribution not found by steps."""
-    rates = (torch.stack([clean, attacked]) / max(n, 1.0)).cpu()
-    return AttackTrace(success_rate=rates[:, 0].tolist(), loss=rates[:, 1].tolist(), best_iteration=1)
 
 
 def _clipped(start: Start | None, clip: Clip | None) -> Start | None:

@@ -1,4 +1,4 @@
-"""The distributional attack loop in torch: W-FGSM, W-PGD and W-PGD-Budget (METHOD.md §2–§4).
+"""The distributional attack loop in torch: W-FGSM, W-PGD and W-PGD-Budget (:doc:`/maths`).
 
 Knows nothing of ART or numpy. One iteration is one gradient pass over the data in batches, which
 also yields the predictions of that iterate (so the best iterate costs no extra forward pass), then

@@ -1,4 +1,4 @@
-"""Per-sample attack losses (METHOD.md §5): ``loss(logits, target) -> (N,)``.
+"""Per-sample attack losses (:doc:`/maths`): ``loss(logits, target) -> (N,)``.
 
 ``target`` holds class indices for CE, DLR and ReDLR, and the clean class probabilities (N, K)
 for KL, the TRADES loss. Every loss returns one value per sample and never reduces, because the

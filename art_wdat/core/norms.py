@@ -1,4 +1,4 @@
-"""Per-sample norms and the power means that couple them (METHOD.md §1–§3), in pure torch.
+"""Per-sample norms and the power means that couple them (:doc:`/maths`), in pure torch.
 
 Tensors hold one sample per row of dim 0. Per-sample norms and the reductions over them run in float64:
 they are N numbers, and the budget must hold to 1e-6 relative whatever N is. Power means reduce through a

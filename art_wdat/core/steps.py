@@ -1,4 +1,4 @@
-"""One step of the distributional solvers (METHOD.md §2–§4): W-PGD and W-PGD-Budget.
+"""One step of the distributional solvers (:doc:`/maths`): W-PGD and W-PGD-Budget.
 
 As in foolbox 3's ``gradient_descent_base``, the solvers share one loop (:mod:`art_wdat.core.engine`) and
 differ only here: in how long each sample's step is and in the map back into the ball. The engine picks the

@@ -1,4 +1,4 @@
-"""The Wasserstein threat model (METHOD.md §1–§4): cost, steepest-ascent step, feasibility map, budget split.
+"""The Wasserstein threat model (:doc:`/maths`): cost, steepest-ascent step, feasibility map, budget split.
 
 Pure torch, no ART. Tensors hold one sample per row of dim 0. Every statistic that couples samples
 (the cost C, the sensitivity Υ, the shrink factor) is a power mean over the *whole* distribution,
@@ -22,7 +22,7 @@ SUPPORTED_NORMS = (1.0, 2.0, math.inf)
 
 @dataclass(frozen=True)
 class WassersteinBall:
-    """The ball {x' : C(x', x) ≤ eps} of METHOD.md §1.
+    """The ball {x' : C(x', x) ≤ eps} (:doc:`/maths`).
 
     :param eps: The budget δ ≥ 0.
     :param p: The Wasserstein order in [1, inf]; ``inf`` is the pointwise threat of PGD.
@@ -100,7 +100,7 @@ class WassersteinBall:
 
     def allocate(self, grad_norms: torch.Tensor, reducer: Reducer = LOCAL,
                  spent: torch.Tensor | None = None) -> torch.Tensor:
-        """Per-sample budgets δ_i with ((1/N) Σ δ_i^p)^(1/p) = δ exactly (METHOD.md §4).
+        """Per-sample budgets δ_i with ((1/N) Σ δ_i^p)^(1/p) = δ exactly (:doc:`/maths`, W-PGD-Budget).
 
         Inputs with zero gradient (under ReDLR: those already won) keep what they have ``spent``
         (‖Δ_i‖_r: zero when the attack starts at x); the rest of the budget, B = (δ^p − mean spent^p)^(1/p),
@@ -174,7 +174,7 @@ class WassersteinBall:
         return project_l1_ball(delta, radius)
 
     def project(self, delta: torch.Tensor, reducer: Reducer = LOCAL) -> torch.Tensor:
-        """Map Δ into the ball (METHOD.md §3), keeping it in any box that already held x + Δ.
+        """Map Δ into the ball (:doc:`/maths`, the feasibility map), keeping it in any box that already held x + Δ.
 
         p = inf projects every sample onto the ball of radius δ. p < inf shrinks every ‖Δ_i‖_r by
         ρ = min(1, δ/C): by scaling (r = 2: the exact projection when p = 2; r = 1), or for r = inf

@@ -1,7 +1,9 @@
-"""Robustness metrics of METHOD.md §6: sensitivity Υ, V(0), W(0) and the first-order bounds R^u, R^l.
+"""Robustness metrics (:doc:`/maths`): sensitivity Υ, V(0), W(0) and the first-order bounds R^u, R^l.
 
 Everything here costs at most one gradient pass over the data, plus one W-FGSM step for Q_δ (done by
-:class:`~art_wdat.attacks.WassersteinDistributionalAttack` with ``max_iter=1``, not re-implemented).
+:class:`~art_wdat.attacks.WassersteinDistributionalAttack` with ``max_iter=1``, not re-implemented). Any ART
+classifier with class gradients works (a ``PyTorchClassifier``, or another through :mod:`art_wdat.attacks.bridge`);
+a predict-only classifier gets A, V(0) and W(0), but Υ and R^l need gradients: NaN, and no W-FGSM step.
 
 Under ``torch.distributed`` (launched with torchrun) each rank passes its shard of the data, and every
 quantity is that of the union of the shards: counts and sums are all-reduced (one call for A, V(0) and
@@ -31,8 +33,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from art_wdat.attacks import WassersteinDistributionalAttack, parse_norm
-from art_wdat.attacks import estimator as est
+from art_wdat.attacks import WassersteinDistributionalAttack, bridge, parse_norm
 from art_wdat.core.engine import AttackConfig, GradientPass
 from art_wdat.core.losses import LossFn, resolve_loss
 from art_wdat.core.reduce import ProcessGroupLike, default_reducer
@@ -40,7 +41,7 @@ from art_wdat.core.threat import WassersteinBall
 from art_wdat.validation import check_labels, check_x
 
 if TYPE_CHECKING:
-    from art.estimators.classification import PyTorchClassifier
+    from art.estimators.classification.classifier import Classifier
 
 logger = logging.getLogger(__name__)
 
@@ -102,8 +103,8 @@ def loss_name(loss: Loss) -> str:
     return loss.lower() if isinstance(loss, str) else getattr(loss, "__name__", type(loss).__name__)
 
 
-def _validated(classifier: PyTorchClassifier, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    est.require_pytorch_classifier(classifier, "art_wdat.metrics")
+def _validated(classifier: Classifier, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    bridge.require_classifier(classifier, "art_wdat.metrics")
     x = check_x(x, classifier.input_shape, classifier.clip_values)
     labels = check_labels(y, x.shape[0], classifier.nb_classes)
     if labels is None:
@@ -114,25 +115,31 @@ def _validated(classifier: PyTorchClassifier, x: np.ndarray, y: np.ndarray) -> t
     return np.ascontiguousarray(x, dtype=np.float32), labels
 
 
-def _gradient_pass(classifier: PyTorchClassifier, x: np.ndarray, labels: np.ndarray, loss_fn: LossFn,
+def _gradient_pass(classifier: Classifier, x: np.ndarray, labels: np.ndarray, loss_fn: LossFn,
                    ball: WassersteinBall, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-sample loss J, correctness and ‖∇_x J‖_s at the clean inputs, on the estimator's device."""
-    device = est.device_of(classifier)
+    """Per-sample loss J, correctness and ‖∇_x J‖_s at the clean inputs, on the estimator's device (the norms are NaN
+    for a predict-only classifier: it has no gradient)."""
+    device = bridge.device_of(classifier)
     x_t = torch.from_numpy(x).to(device)
     cfg = AttackConfig(ball=ball, loss_fn=loss_fn, eps_step=0.0, max_iter=1, batch_size=batch_size)
-    grad = torch.empty_like(x_t)
-    with est.eval_mode(classifier):
-        losses, wins = GradientPass(est.forward_fn(classifier), torch.from_numpy(labels), cfg, device)(x_t, grad, 0)
-    return losses.double(), ~wins, ball.dual_norms(grad)
+    gradients = bridge.kind_of(classifier) != "predict"
+    grad = torch.empty_like(x_t) if gradients else None
+    with bridge.eval_mode(classifier):
+        one_pass = GradientPass(bridge.forward_fn(classifier, batch_size=batch_size), torch.from_numpy(labels), cfg,
+                                device)
+        losses, wins = one_pass(x_t, grad, 0)
+    norms = ball.dual_norms(grad) if grad is not None else torch.full_like(losses, math.nan, dtype=torch.float64)
+    return losses.double(), ~wins, norms
 
 
-def clean_statistics(classifier: PyTorchClassifier, x: np.ndarray, y: np.ndarray, *, p: float = 2.0,
+def clean_statistics(classifier: Classifier, x: np.ndarray, y: np.ndarray, *, p: float = 2.0,
                      norm: int | float | str = np.inf, loss: Loss = "redlr", batch_size: int = 128,
                      w0: float | None = None, process_group: ProcessGroupLike = None) -> CleanStatistics:
-    """A, V(0), W(0) and Υ (METHOD.md §6) from one gradient pass over the clean data.
+    """A, V(0), W(0) and Υ (:doc:`/maths`) from one gradient pass over the clean data.
 
-    :param classifier: An ART ``PyTorchClassifier``.
-    :param x: Clean inputs (N, *input_shape); under ``torch.distributed``, this rank's shard.
+    :param classifier: An ART classifier: a ``PyTorchClassifier``, or any other through its ``predict`` and
+                       ``class_gradient`` (:mod:`art_wdat.attacks.bridge`); a predict-only classifier gets Υ = NaN.
+    :param x: Clean inputs ``(N, *input_shape)``; under ``torch.distributed``, this rank's shard.
     :param y: True labels, indices (N,) or one-hot.
     :param p: Wasserstein order in [1, inf] (sets q, the order of Υ's power mean).
     :param norm: Ground norm: inf, 2 or 1 (gradients are measured in its dual).
@@ -168,10 +175,10 @@ def clean_statistics(classifier: PyTorchClassifier, x: np.ndarray, y: np.ndarray
                            norm=ball.norm, loss=name)
 
 
-def sensitivity(classifier: PyTorchClassifier, x: np.ndarray, y: np.ndarray, *, p: float = 2.0,
+def sensitivity(classifier: Classifier, x: np.ndarray, y: np.ndarray, *, p: float = 2.0,
                 norm: int | float | str = np.inf, loss: Loss = "redlr", batch_size: int = 128,
                 process_group: ProcessGroupLike = None) -> float:
-    """Υ = ((1/N) Σ ‖∇_x J(x_i, y_i)‖_s^q)^(1/q) at the clean inputs (METHOD.md §2).
+    """Υ = ((1/N) Σ ‖∇_x J(x_i, y_i)‖_s^q)^(1/q) at the clean inputs (:doc:`/maths`).
 
     See :func:`clean_statistics` for the parameters.
     """
@@ -179,7 +186,7 @@ def sensitivity(classifier: PyTorchClassifier, x: np.ndarray, y: np.ndarray, *, 
                             process_group=process_group).sensitivity
 
 
-def wfgsm_mean_loss(classifier: PyTorchClassifier, x: np.ndarray, y: np.ndarray, delta: float, *, p: float = 2.0,
+def wfgsm_mean_loss(classifier: Classifier, x: np.ndarray, y: np.ndarray, delta: float, *, p: float = 2.0,
                     norm: int | float | str = np.inf, loss: Loss = "redlr", batch_size: int = 128,
                     process_group: ProcessGroupLike = None, allow_large_eps: bool = False) -> float:
     """E_{Q_δ}[J]: the mean loss after one W-FGSM step of size δ (the attack with ``max_iter=1``).
@@ -211,7 +218,7 @@ def upper_ratio(attacked_accuracy: float, clean_accuracy: float) -> float:
 
 
 def lower_ratio(stats: CleanStatistics, delta: float, q_loss: float) -> LowerBound:
-    """R^l_δ = min(R̃, R̄) from the clean statistics and E_{Q_δ}[J] = ``q_loss`` (METHOD.md §6).
+    """R^l_δ = min(R̃, R̄) from the clean statistics and E_{Q_δ}[J] = ``q_loss`` (:doc:`/maths`).
 
     The denominator W(0) − V(0) is 0 when every input is misclassified (or J is constant); the ratios
     are then NaN rather than a division error.
@@ -225,7 +232,7 @@ def lower_ratio(stats: CleanStatistics, delta: float, q_loss: float) -> LowerBou
     return LowerBound(r_bar=r_bar, r_tilde=r_tilde, r_lower=min(max(low, 0.0), 1.0))
 
 
-def lower_bound(classifier: PyTorchClassifier, x: np.ndarray, y: np.ndarray, delta: float, *, p: float = 2.0,
+def lower_bound(classifier: Classifier, x: np.ndarray, y: np.ndarray, delta: float, *, p: float = 2.0,
                 norm: int | float | str = np.inf, loss: Loss = "redlr", batch_size: int = 128,
                 stats: CleanStatistics | None = None, process_group: ProcessGroupLike = None,
                 allow_large_eps: bool = False) -> LowerBound:

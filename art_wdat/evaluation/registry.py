@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from art_wdat.attacks import WassersteinDistributionalAttack
+from art_wdat.attacks import WassersteinDistributionalAttack, bridge
 from art_wdat.attacks.auto import FlipCostCache
 from art_wdat.attacks.flip_costs import MinNormMethod, default_min_norm
 from art_wdat.attacks.spec import Method
@@ -29,7 +29,7 @@ from art_wdat.evaluation.autoattack import AutoAttackVersion, PackageAutoAttack
 from art_wdat.training.checkpoint import seed_everything
 
 if TYPE_CHECKING:
-    from art.estimators.classification import PyTorchClassifier
+    from art.estimators.classification.classifier import Classifier
 
 #: Attack keys, in report order, and their display names.
 ALL_ATTACKS = ("pgd", "autoattack", "apgd-art", "wpgd", "wpgd-budget", "wauto")
@@ -67,6 +67,8 @@ class EvaluationSettings:
     :ivar amp: Run the distributional attacks' W-PGD and W-PGD-Budget passes under bf16 autocast (their returned
         distributions are re-counted in float32; see ``WassersteinDistributionalAttack``'s ``amp``). The pointwise
         attacks and the bounds stay float32.
+    :ivar refine: W-AutoAttack re-solves, harder, the flip costs of the few inputs near the knapsack's thresholds
+        at the evaluated budgets, once for all of them (``WassersteinDistributionalAttack``'s ``refine``).
     """
 
     max_iter: int = 20
@@ -84,6 +86,7 @@ class EvaluationSettings:
     bound_loss: str = "redlr"
     allow_large_eps: bool = False
     amp: bool = False
+    refine: bool = True
 
 
 def parse_attacks(attacks: str | Sequence[str]) -> tuple:
@@ -100,7 +103,7 @@ def _art_norm(norm: float) -> int | float:
     return np.inf if math.isinf(norm) else int(norm)
 
 
-def build_attack(name: str, classifier: PyTorchClassifier, budget: float, *, p: float, norm: float,
+def build_attack(name: str, classifier: Classifier, budget: float, *, p: float, norm: float,
                  settings: EvaluationSettings, process_group: ProcessGroupLike = None, seed: int | None = 0,
                  flip_cost_cache: FlipCostCache | None = None) -> Any:
     """The attack behind the report's row ``name`` at ``budget``, configured exactly as :func:`evaluate` runs it.
@@ -133,17 +136,44 @@ def build_attack(name: str, classifier: PyTorchClassifier, budget: float, *, p: 
                                                max_iter=s.max_iter, eps_step=eps_step, loss=s.wpgd_loss,
                                                batch_size=s.batch_size, budget_rounds=s.budget_rounds,
                                                allow_large_eps=s.allow_large_eps, process_group=process_group,
-                                               min_norm=min_norm_for(norm), verbose=False, amp=s.amp,
+                                               min_norm=min_norm_for(norm, classifier), verbose=False, amp=s.amp,
+                                               refine=s.refine,
                                                flip_cost_cache=flip_cost_cache)
     raise ValueError(f"unknown attack {name!r}; choose from {', '.join(ALL_ATTACKS)}")
 
 
-def min_norm_for(norm: float) -> MinNormMethod:
-    """W-AutoAttack's flip-cost solvers for the ground norm (:func:`~art_wdat.attacks.flip_costs.default_min_norm`)."""
-    return default_min_norm(norm)
+def min_norm_for(norm: float, classifier: object = None) -> MinNormMethod:
+    """W-AutoAttack's flip-cost solvers for the ground norm and the classifier
+    (:func:`~art_wdat.attacks.flip_costs.default_min_norm`: gradient solvers, or decision-based ones for a
+    predict-only classifier, for its box; None: a classifier with gradients in one interval)."""
+    gradients = classifier is None or bridge.kind_of(classifier) != "predict"
+    clip = getattr(classifier, "clip_values", None)
+    per_feature = clip is not None and any(np.ptp(np.asarray(bound, dtype=np.float64)) > 0 for bound in clip)
+    return default_min_norm(norm, gradients=gradients, per_feature=per_feature)
 
 
-def apgd_art_losses(classifier: PyTorchClassifier, settings: EvaluationSettings) -> list:
+def skip_reason(name: str, classifier: object) -> str | None:
+    """Why the report's attack ``name`` cannot run on ``classifier`` (None: it can).
+
+    ART's PGD and APGD need ``loss_gradient``; the ``autoattack`` package needs a torch function with gradients (a
+    ``PyTorchClassifier``, or any classifier with class gradients through :mod:`art_wdat.attacks.bridge`) and the box
+    [0, 1]; W-PGD and W-PGD-Budget need class gradients. W-AutoAttack runs on every classifier, in any box.
+    """
+    from art.estimators.estimator import LossGradientsMixin
+
+    kind, model = bridge.kind_of(classifier), type(classifier).__name__
+    if name in ("pgd", "apgd-art") and not isinstance(classifier, LossGradientsMixin):
+        return f"{ATTACK_NAMES[name]} skipped: ART's gradient attacks need loss gradients, which {model} lacks."
+    if name in ("autoattack", "wpgd", "wpgd-budget") and kind == "predict":
+        return f"{ATTACK_NAMES[name]} skipped: it needs class gradients, which {model} lacks (predict only)."
+    clip = getattr(classifier, "clip_values", None)
+    if name == "autoattack" and (clip is None or np.any(np.asarray(clip[0]) != 0) or np.any(np.asarray(clip[1]) != 1)):
+        return (f"{ATTACK_NAMES[name]} skipped: the autoattack package clips to [0, 1], and the classifier's "
+                "clip_values are another box; 'apgd-art' runs in any box.")
+    return None
+
+
+def apgd_art_losses(classifier: Classifier, settings: EvaluationSettings) -> list:
     """The APGD losses "APGD (ART)" runs: ``settings.apgd_art_losses`` checked, DLR dropped below 3 classes."""
     losses = [loss.lower() for loss in settings.apgd_art_losses]
     unknown = [loss for loss in losses if loss not in AUTOATTACK_LOSSES]
@@ -155,7 +185,7 @@ def apgd_art_losses(classifier: PyTorchClassifier, settings: EvaluationSettings)
     return losses
 
 
-def apgd_art_note(classifier: PyTorchClassifier, settings: EvaluationSettings) -> str:
+def apgd_art_note(classifier: Classifier, settings: EvaluationSettings) -> str:
     """The report's note on what "APGD (ART)" ran."""
     losses = apgd_art_losses(classifier, settings)
     return (f"APGD (ART) = ART AutoAttack with {' + '.join('APGD-' + x.upper() for x in losses)} only, "
@@ -163,7 +193,7 @@ def apgd_art_note(classifier: PyTorchClassifier, settings: EvaluationSettings) -
             "each: not AutoAttack's protocol.")
 
 
-def _build_apgd_art(classifier: PyTorchClassifier, budget: float, norm: float, s: EvaluationSettings) -> Any:
+def _build_apgd_art(classifier: Classifier, budget: float, norm: float, s: EvaluationSettings) -> Any:
     """ART's AutoAttack restricted to APGD runs (APGD-CE, APGD-DLR): AutoAttack's strongest, cheapest part."""
     from art.attacks.evasion import AutoAttack, AutoProjectedGradientDescent
 
@@ -186,7 +216,7 @@ def time_attack(attack: Any, x: np.ndarray, y: np.ndarray, seed: int | None) -> 
     return x_adv, time.perf_counter() - start
 
 
-def run_timed_attack(name: str, classifier: PyTorchClassifier, x: np.ndarray, y: np.ndarray, budget: float, *,
+def run_timed_attack(name: str, classifier: Classifier, x: np.ndarray, y: np.ndarray, budget: float, *,
                      p: float, norm: float, settings: EvaluationSettings, seed: int | None,
                      process_group: ProcessGroupLike = None) -> tuple[np.ndarray, float]:
     """Seed, build and run one attack; return (x_adv, wall seconds)."""

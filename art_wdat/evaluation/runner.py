@@ -1,5 +1,5 @@
 """Side-by-side evaluation: pointwise (ART PGD, AutoAttack, APGD (ART)) and distributional (W-PGD, W-PGD-Budget)
-attacks at the same budgets, with the first-order bounds R^u and R^l of METHOD.md §6.
+attacks at the same budgets, with the first-order bounds R^u and R^l (:doc:`/maths`).
 
 For p < inf the pointwise ball of radius ε = δ lies inside the W_p ball of radius δ, so every attack run
 here is an attack on the distributional threat, and the lowest accuracy of all of them gives R^u.
@@ -27,7 +27,7 @@ import torch
 
 from art_wdat.attacks import parse_norm
 from art_wdat.attacks.auto import FlipCostCache
-from art_wdat.attacks.estimator import device_of
+from art_wdat.attacks.bridge import device_of, kind_of
 from art_wdat.core.progress import Bar, progress_bar
 from art_wdat.core.reduce import LOCAL, ProcessGroupLike, Reducer, default_reducer, reduce_floats
 from art_wdat.core.threat import WassersteinBall
@@ -41,6 +41,7 @@ from art_wdat.evaluation.registry import (
     apgd_art_note,
     build_attack,
     parse_attacks,
+    skip_reason,
     time_attack,
 )
 from art_wdat.evaluation.report import AccuracyCurve, AttackOutcome, BudgetResult, EvaluationResult
@@ -48,12 +49,12 @@ from art_wdat.training.checkpoint import seed_everything
 from art_wdat.validation import check_labels, check_x
 
 if TYPE_CHECKING:
-    from art.estimators.classification import PyTorchClassifier
+    from art.estimators.classification.classifier import Classifier
 
 logger = logging.getLogger(__name__)
 
 
-def accuracy(classifier: PyTorchClassifier, x: np.ndarray, y: np.ndarray, batch_size: int = 128,
+def accuracy(classifier: Classifier, x: np.ndarray, y: np.ndarray, batch_size: int = 128,
              reducer: Reducer = LOCAL) -> float:
     """Fraction of ``x`` classified as ``y`` (class indices); of every rank's ``x`` together under a group reducer."""
     hits = int((classifier.predict(x, batch_size=batch_size).argmax(axis=1) == y).sum()) if x.shape[0] else 0
@@ -90,7 +91,7 @@ def _check_settings(s: EvaluationSettings) -> None:
         value = getattr(s, name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ValueError(f"{name} must be None or an integer >= 1, got {value!r}")
-    for name in ("allow_large_eps", "amp"):
+    for name in ("allow_large_eps", "amp", "refine"):
         if not isinstance(getattr(s, name), bool):
             raise TypeError(f"`{name}` must be a bool, got {getattr(s, name)!r}.")
     check_version(s.autoattack_version)
@@ -117,7 +118,7 @@ def _check_threat(p: float, norm: int | float | str) -> tuple[float, float]:
     return p_value, norm_value
 
 
-def _check_data(classifier: PyTorchClassifier, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _check_data(classifier: Classifier, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(x as contiguous float32, class indices); ValueError for no input or no labels."""
     x = np.ascontiguousarray(check_x(x, classifier.input_shape, classifier.clip_values), dtype=np.float32)
     labels = check_labels(y, x.shape[0], classifier.nb_classes)
@@ -126,7 +127,7 @@ def _check_data(classifier: PyTorchClassifier, x: np.ndarray, y: np.ndarray) -> 
     return x, labels
 
 
-def _notes(classifier: PyTorchClassifier, names: Sequence[str], s: EvaluationSettings, norm: float,
+def _notes(classifier: Classifier, names: Sequence[str], s: EvaluationSettings, norm: float,
            world_size: int) -> list:
     """Notes for the report; also swaps DLR-type losses for CE on models with fewer than 3 classes.
 
@@ -166,7 +167,7 @@ class _Run:
     """What every run of :func:`evaluate` shares: the data (this rank's shard), the threat, the ranks and
     W-AutoAttack's flip costs (computed at its first budget, served from ``flip_cost_cache`` at the others)."""
 
-    classifier: PyTorchClassifier
+    classifier: Classifier
     x: np.ndarray
     y: np.ndarray
     p: float
@@ -246,6 +247,9 @@ def _evaluate_budget(run: _Run, budget: float, names: Sequence[str], stats: metr
     if row.attacks:
         row.best_attack = min(row.attacks, key=lambda k: row.attacks[k].accuracy)
         row.r_upper = metrics.upper_ratio(row.attacks[row.best_attack].accuracy, stats.clean_accuracy)
+    if kind_of(run.classifier) == "predict":  # R^l needs a W-FGSM step: gradients
+        bar.update(1)
+        return row
     bar.set_postfix_str(f"bounds δ={budget:.4g}")
     seed_everything(run.seed)
     start = time.perf_counter()
@@ -260,7 +264,7 @@ def _evaluate_budget(run: _Run, budget: float, names: Sequence[str], stats: metr
     return row
 
 
-def evaluate(classifier: PyTorchClassifier, x: np.ndarray, y: np.ndarray, budgets: float | Sequence[float], *,
+def evaluate(classifier: Classifier, x: np.ndarray, y: np.ndarray, budgets: float | Sequence[float], *,
              p: float = 2.0, norm: int | float | str = np.inf, attacks: str | Sequence[str] = ATTACKS,
              max_iter: int | None = None, batch_size: int | None = None, seed: int | None = 0,
              verbose: bool = False, settings: EvaluationSettings | None = None,
@@ -277,14 +281,19 @@ def evaluate(classifier: PyTorchClassifier, x: np.ndarray, y: np.ndarray, budget
     budgets' rows. They also give ``result.curve``: the knapsack's exact accuracy against the budget for
     p ∈ {1, 2, inf} and ``p`` (:func:`art_wdat.evaluation.curve.knapsack_curve`).
 
-    :param classifier: An ART ``PyTorchClassifier`` (numpy defences get ART's BPDA gradient:
-                       :mod:`art_wdat.attacks.estimator`).
-    :param x: Inputs (N, *input_shape) inside the classifier's ``clip_values``: one distribution.
+    :param classifier: Any ART classifier. A ``PyTorchClassifier`` runs in torch (numpy defences get ART's BPDA
+                       gradient: :mod:`art_wdat.attacks.estimator`); other classifiers run through their
+                       ``predict`` and ``class_gradient`` (:mod:`art_wdat.attacks.bridge`). Attacks that cannot run
+                       on the classifier (ART's PGD and APGD without ``loss_gradient``; AutoAttack, W-PGD and
+                       W-PGD-Budget without class gradients) are left out of the table, with the reason in the
+                       report's notes, and so is R^l (it needs gradients) on a predict-only classifier.
+    :param x: Inputs ``(N, *input_shape)`` inside the classifier's ``clip_values``: one distribution.
     :param y: True labels, indices (N,) or one-hot.
     :param budgets: One budget or several (≥ 0); 0 reports clean accuracy for every attack.
     :param p: Wasserstein order of the distributional attacks and of the bounds, in [1, inf].
-    :param norm: Ground norm, inf, 2 or 1 (the pointwise attacks use it too; at ℓ1 W-AutoAttack's flip costs
-                 come from FAB alone, :func:`~art_wdat.evaluation.registry.min_norm_for`).
+    :param norm: Ground norm, inf, 2 or 1 (the pointwise attacks use it too). W-AutoAttack's flip costs come from
+                 FAB and FMN, then the APGD bisection (ℓ∞, ℓ2), or FAB and FMN at ℓ1; from decision-based solvers on a
+                 predict-only classifier (:func:`~art_wdat.evaluation.registry.min_norm_for`).
     :param attacks: A subset of :data:`~art_wdat.evaluation.registry.ALL_ATTACKS` (sequence or comma-separated
                     string); default :data:`ATTACKS` (all but "apgd-art").
     :param max_iter: Overrides ``settings.max_iter``.
@@ -309,7 +318,13 @@ def evaluate(classifier: PyTorchClassifier, x: np.ndarray, y: np.ndarray, budget
     x, labels = _check_data(classifier, x, y)
     run = _Run(classifier, x, labels, p_value, norm_value, settings, seed, process_group,
                flip_cost_cache if flip_cost_cache is not None else FlipCostCache())
-    notes = _notes(classifier, names, settings, norm_value, run.reducer.world_size)
+    # Every W-AutoAttack row refines its costs near the knapsack thresholds of all budgets, computed once.
+    run.flip_cost_cache.plan([(b, p_value) for b in budget_list if b > 0])
+    skipped = [reason for reason in (skip_reason(name, classifier) for name in names) if reason is not None]
+    names = tuple(name for name in names if skip_reason(name, classifier) is None)
+    notes = skipped + _notes(classifier, names, settings, norm_value, run.reducer.world_size)
+    if kind_of(classifier) == "predict":
+        notes.append(f"R^l skipped: Υ and the W-FGSM step need gradients, which {type(classifier).__name__} lacks.")
     stats, metrics_seconds = run.clean_statistics()
     if stats.w0_source == "undefined":
         notes.append("No clean input is misclassified and W(0) is undefined for this loss: R^l is NaN.")

@@ -181,7 +181,7 @@ def load_user_module(spec: str, weights: Path | None = None) -> nn.Module:
     """The module of a factory spec, TorchScript or ``torch.export`` file, with ``weights`` loaded if given.
 
     :param spec: ``file.py:factory[:args]`` or the path of a TorchScript / ``torch.export`` file.
-    :param weights: a ``torch.save``d state_dict to load into the module.
+    :param weights: a state_dict saved with ``torch.save``, to load into the module.
     :raises ValueError: a spec that is none of these, or weights that do not fit.
     """
     factory = parse_factory_spec(spec)
