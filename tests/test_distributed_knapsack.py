@@ -9,12 +9,14 @@ import pytest
 import torch
 
 from art_wdat import WassersteinDistributionalAttack
+from art_wdat.attacks.threshold import decisive_inputs
 from art_wdat.core.knapsack import robust_accuracy_curve, select_cheapest
 from art_wdat.core.reduce import default_reducer
 from tests.ranks import digits_shard, errors, save_digits, spawn
 
 SHARDS = (37, 23)  # unequal on purpose
 EPS = 0.03
+BUDGETS = [(EPS, 2.0), (EPS, math.inf)]
 
 
 def _costs() -> np.ndarray:
@@ -28,6 +30,7 @@ def _select_shard(rank: int, world: int, tmp: str) -> None:
     lo = sum(SHARDS[:rank])
     costs = torch.from_numpy(_costs()[lo:lo + SHARDS[rank]])
     masks = {str(p): select_cheapest(costs, p, EPS, default_reducer()).numpy() for p in (1.0, 2.0, 4.0, math.inf)}
+    masks["decisive"] = decisive_inputs(costs, costs > 0, BUDGETS, limit=3, reducer=default_reducer()).numpy()
     np.savez(f"{tmp}/select{rank}.npz", **masks)
 
 
@@ -52,6 +55,10 @@ def test_ranks_select_what_one_process_selects_on_the_union(setup):
     for p in (1.0, 2.0, 4.0, math.inf):
         joined = np.concatenate([r[str(p)] for r in ranks])
         np.testing.assert_array_equal(joined, select_cheapest(costs, p, EPS).numpy(), err_msg=f"p={p}")
+    # The threshold refinement picks its inputs by the thresholds and the limit of the union, not of one shard.
+    decisive = np.concatenate([r["decisive"] for r in ranks])
+    np.testing.assert_array_equal(decisive, decisive_inputs(costs, costs > 0, BUDGETS, limit=3).numpy())
+    assert decisive.sum() == 3
 
 
 def test_one_budget_over_all_ranks(setup, digits_clf):

@@ -35,7 +35,7 @@ from art_wdat.attacks.flip_costs import FlipCosts, MinNormMethod, default_min_no
 from art_wdat.attacks.knapsack import LeftoverRun
 from art_wdat.attacks.result import AttackResult
 from art_wdat.attacks.spec import Method, ThreatSpec
-from art_wdat.attacks.threshold import REFINE_OPTIONS, refine_near_threshold
+from art_wdat.attacks.threshold import refine_near_threshold
 from art_wdat.core.engine import AttackConfig, AttackTrace, Clip, Forward
 from art_wdat.core.reduce import Reducer, reduce_floats
 from art_wdat.core.threat import WassersteinBall
@@ -117,18 +117,17 @@ class FlipCostSearch:
                  clip: Clip | None) -> tuple[FlipCosts, float]:
         """With ``refine``: the costs re-solved harder on the few inputs near the knapsack's threshold at this budget,
         or at every budget the cache plans (:func:`~art_wdat.attacks.threshold.refine_near_threshold`,
-        :meth:`~art_wdat.attacks.auto.FlipCostCache.refined`), a copy; (costs, seconds). Models with gradients, in
-        one process only: the threshold would otherwise be that of one rank's inputs."""
+        :meth:`~art_wdat.attacks.auto.FlipCostCache.refined`), a copy; (costs, seconds). Models with gradients only;
+        under torch.distributed with the thresholds of all ranks' inputs together."""
         # A predict-only model's queries are capped per input (``max_queries``), which a second pass would break.
         predict_only = bridge.kind_of(self.estimator) == "predict"
-        if not self.refine or predict_only or self.reducer().world_size > 1 or self.eps == 0:
+        if not self.refine or predict_only or self.eps == 0:
             return costs, 0.0
-        # Targeted runs against the likeliest other classes: no more than the model has.
-        targets = max(1, min(REFINE_OPTIONS["targets"], self.estimator.nb_classes - 1))
+        reducer = self.reducer()
 
         def refine(budgets: list[tuple[float, float]]) -> FlipCosts:
             return refine_near_threshold(forward, x, y, costs, budgets, norm=self.ball.norm, clip=clip,
-                                         targets=targets)
+                                         reducer=reducer)
 
         return self._flip_costs.refined(costs, (float(self.eps), float(self.p)), refine)
 

@@ -22,7 +22,8 @@ from art_wdat.attacks import gradient_solvers as gs
 from art_wdat.attacks.box import UNIT, Box, ClipLike
 from art_wdat.attacks.flip_costs import MinNormMethod, default_min_norm, min_norm_costs
 from art_wdat.attacks.verified import FlipCosts, Forward, as_box
-from art_wdat.core.knapsack import affordable_count
+from art_wdat.core.knapsack import affordable_count, gather_costs
+from art_wdat.core.reduce import LOCAL, Reducer
 
 #: Relative half-width of the window around each threshold: costs in [t*/(1 + w), t*·(1 + w)].
 WINDOW = 0.25
@@ -36,7 +37,7 @@ REFINE_OPTIONS = {"n_iter": 50, "restarts": 1, "targets": 4, "fmn_steps": 200, "
 
 
 def decisive_inputs(costs: torch.Tensor, correct: torch.Tensor, budgets: Sequence[tuple[float, float]], *,
-                    window: float = WINDOW, limit: int | None = None) -> torch.Tensor:
+                    window: float = WINDOW, limit: int | None = None, reducer: Reducer = LOCAL) -> torch.Tensor:
     """The correctly classified inputs whose finite cost lies within ``window`` (relative) of the knapsack's threshold
     for one of ``budgets``, at most ``limit`` of them (the nearest to a threshold, in ratio).
 
@@ -44,9 +45,13 @@ def decisive_inputs(costs: torch.Tensor, correct: torch.Tensor, budgets: Sequenc
     :param correct: Which inputs are classified correctly.
     :param budgets: (δ, p) pairs asked.
     :param limit: Most inputs returned (default: :data:`LIMIT_FRACTION` of N, at least :data:`MIN_LIMIT`).
-    :return: Boolean mask (N,).
+    :param reducer: Under torch.distributed, the ranks whose inputs form the distribution: the thresholds and the
+        limit are those of all their inputs, and each rank gets the mask of its own.
+    :return: Boolean mask (N,) of this rank's inputs.
     """
-    c = torch.where(correct, costs.double(), torch.zeros_like(costs, dtype=torch.float64))
+    local = torch.where(correct, costs.double(), torch.zeros_like(costs, dtype=torch.float64))
+    # Misclassified inputs cost 0, which the mask below leaves out: the gathered costs alone say everything.
+    c, offset = gather_costs(local, reducer)
     n = c.numel()
     limit = max(MIN_LIMIT, math.ceil(LIMIT_FRACTION * n)) if limit is None else limit
     sorted_costs = torch.sort(c).values
@@ -58,18 +63,19 @@ def decisive_inputs(costs: torch.Tensor, correct: torch.Tensor, budgets: Sequenc
         t = float(sorted_costs[k])
         ratio = (c / t).log().abs() if t > 0 else torch.full_like(c, math.inf)
         distance = torch.minimum(distance, torch.where(ratio <= math.log1p(window), ratio, math.inf))
-    near = correct & torch.isfinite(c) & (c > 0) & torch.isfinite(distance)
+    near = torch.isfinite(c) & (c > 0) & torch.isfinite(distance)
     if int(near.sum()) > limit:
         keep = torch.sort(torch.where(near, distance, math.inf), stable=True).indices[:limit]
         near = torch.zeros_like(near)
         near[keep] = True
-    return near
+    return near[offset:offset + local.numel()]
 
 
 def refine_near_threshold(forward: Forward, x: torch.Tensor, y: torch.Tensor, costs: FlipCosts,
                           budgets: Sequence[tuple[float, float]], *, norm: float = math.inf,
                           clip: Box | ClipLike = UNIT, gradients: bool = True, window: float = WINDOW,
-                          limit: int | None = None, seed: int = 1, **options: int) -> FlipCosts:
+                          limit: int | None = None, seed: int = 1, reducer: Reducer = LOCAL,
+                          **options: int) -> FlipCosts:
     """``costs`` with the inputs of :func:`decisive_inputs` re-solved harder, merged: never higher, all verified.
 
     :param forward: The model (as for :func:`~art_wdat.attacks.flip_costs.min_norm_costs`).
@@ -83,13 +89,16 @@ def refine_near_threshold(forward: Forward, x: torch.Tensor, y: torch.Tensor, co
     :param window: :data:`WINDOW`.
     :param limit: Most inputs refined.
     :param seed: Seed of the refinement's random starts (another than the first pass's).
+    :param reducer: Under torch.distributed, the ranks of the distribution (:func:`decisive_inputs`); the re-solving
+        itself is local and joins no collective.
     :param options: Keywords of :func:`~art_wdat.attacks.flip_costs.min_norm_costs` overriding
         :data:`REFINE_OPTIONS` (or ``max_queries`` for predict-only models).
     :return: New :class:`FlipCosts` (a copy); ``queries`` and ``seconds`` are those of the first pass.
     """
     out = FlipCosts(costs.costs.clone(), costs.x_adv.clone(), costs.correct.clone(),
                     None if costs.queries is None else costs.queries.clone(), costs.seconds)
-    idx = decisive_inputs(costs.costs, costs.correct, budgets, window=window, limit=limit).nonzero().flatten()
+    idx = decisive_inputs(costs.costs, costs.correct, budgets, window=window, limit=limit,
+                          reducer=reducer).nonzero().flatten()
     if idx.numel() == 0:
         return out
     box = as_box(clip, x)
@@ -100,6 +109,9 @@ def refine_near_threshold(forward: Forward, x: torch.Tensor, y: torch.Tensor, co
         merged = old.merge(found)
     else:
         opts = {**REFINE_OPTIONS, **options}
+        # Targeted runs against the likeliest other classes: no more than the model has.
+        n_classes = int(forward(xs[:1]).shape[1])
+        opts["targets"] = max(1, min(int(opts["targets"]), n_classes - 1))
         found = min_norm_costs(forward, xs, ys, norm=norm, method=REFINE_METHOD, clip=box, seed=seed, **opts)
         merged = old.merge(found)
         if norm != 1.0:
