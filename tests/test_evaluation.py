@@ -269,7 +269,7 @@ def test_bad_arguments(demo_model):
         evaluate(clf, x, y, [0.1], attacks="apgd-art", settings=EvaluationSettings(apgd_art_losses=("x",)))
 
 
-def test_binary_model_falls_back_to_ce():
+def test_binary_model_uses_the_two_class_margin():
     from art_wdat.zoo import make_classifier
 
     torch.manual_seed(0)
@@ -278,8 +278,8 @@ def test_binary_model_falls_back_to_ce():
     rng = np.random.default_rng(0)
     x, y = rng.random((30, 1, 2, 2), dtype=np.float32), rng.integers(0, 2, 30)
     res = evaluate(clf, x, y, [0.1], settings=SETTINGS)
-    assert res.settings["wpgd_loss"] == "ce" and res.settings["bound_loss"] == "ce"
-    assert any("3 classes" in n for n in res.notes)
+    assert res.settings["wpgd_loss"] == "remargin" and res.settings["bound_loss"] == "remargin"
+    assert any("3 classes" in n and "remargin" in n for n in res.notes)
     assert all(0.0 <= o.accuracy <= 1.0 for o in res.budgets[0].attacks.values())
 
 

@@ -26,7 +26,7 @@ from art_wdat.attacks.result import AttackResult
 from art_wdat.attacks.search import FlipCostSearch
 from art_wdat.attacks.spec import STEP_METHODS, Method, NormLike, ThreatKeywords, ThreatSpec
 from art_wdat.core.engine import AttackConfig, AttackTrace, Clip, run_distribution_attack
-from art_wdat.core.losses import LossFn, resolve_loss
+from art_wdat.core.losses import LossFn, for_classes, resolve_loss
 from art_wdat.core.reduce import ProcessGroupLike, Reducer, default_reducer
 from art_wdat.validation import check_int, check_labels, check_x, in_caller_dtype
 
@@ -107,8 +107,10 @@ class WassersteinDistributionalAttack(FlipCostSearch, ThreatKeywords, EvasionAtt
         :param eps_step: Step size α of each iteration (for "budget": α·δ_i/eps per input; for the W-PGD that
                          spends the knapsack's leftover: α·r/eps in its ball of radius r). Default
                          ``1.875 · eps / max_iter``.
-        :param loss: "redlr" (default, spends nothing on inputs already lost), "dlr", "ce", "kl" (labels are
-                     then clean class probabilities) or a callable ``(logits, labels) -> per-sample losses``.
+        :param loss: "redlr" (default, spends nothing on inputs already lost), "dlr", "ce", "margin", "remargin",
+                     "kl" (labels are then clean class probabilities) or a callable
+                     ``(logits, labels) -> per-sample losses``. On a model with 2 classes "dlr" and "redlr" are their
+                     2-class forms "margin" and "remargin" (DLR needs a third class).
         :param num_random_init: Random starts inside the pointwise ball of radius eps; 0 starts at x. The best
                                 iterate over all starts is returned. For "knapsack" and "auto" they are the
                                 starts of every W-PGD and W-PGD-Budget run (the leftover's W-PGD in the pointwise
@@ -153,7 +155,7 @@ class WassersteinDistributionalAttack(FlipCostSearch, ThreatKeywords, EvasionAtt
                        knapsack's threshold at this budget, where they decide the answer
                        (:func:`~art_wdat.attacks.threshold.refine_near_threshold`); ``last_result_.flip_costs`` are
                        then these. Models with gradients only (a predict-only model's ``max_queries`` is a cap
-                       per input), and not under torch.distributed (the threshold would be one rank's).
+                       per input); under torch.distributed the thresholds are those of all ranks' inputs.
         :param flip_cost_cache: Where "knapsack" and "auto" keep their flip costs: pass one cache to several attacks
                                 (e.g. one per budget or per p, as :func:`~art_wdat.evaluation.evaluate` does) to
                                 compute the costs of the same model and inputs once. Default: this attack's own.
@@ -206,8 +208,6 @@ class WassersteinDistributionalAttack(FlipCostSearch, ThreatKeywords, EvasionAtt
                                  "Leave it at None.")
         bridge.check_capabilities(self.estimator, method=self.method, min_norm=self.min_norm, amp=self.amp)
         resolve_loss(self.loss)
-        if isinstance(self.loss, str) and self.loss.lower() in ("dlr", "redlr") and self.estimator.nb_classes < 3:
-            raise ValueError(f"`loss`={self.loss!r} needs at least 3 classes; use 'ce'.")
         for flag in ("targeted", "keep_best", "verbose", "refine"):
             if not isinstance(getattr(self, flag), bool):
                 raise TypeError(f"`{flag}` must be a bool, got {getattr(self, flag)!r}.")
@@ -223,7 +223,8 @@ class WassersteinDistributionalAttack(FlipCostSearch, ThreatKeywords, EvasionAtt
 
     def config(self, batch_size: int | None = None, threat: ThreatSpec | None = None) -> AttackConfig:
         """The engine's settings of this attack, or of ``threat`` with this attack's loss, batches and precision."""
-        return (threat or self.threat).config(resolve_loss(self.loss), batch_size or self.batch_size,
+        loss = resolve_loss(for_classes(self.loss, self.estimator.nb_classes))
+        return (threat or self.threat).config(loss, batch_size or self.batch_size,
                                               targeted=self.targeted, keep_best=self.keep_best, amp=self.amp)
 
     def reducer(self) -> Reducer:

@@ -64,6 +64,18 @@ LOSSES: dict[str, LossFn] = {"ce": cross_entropy, "dlr": dlr, "redlr": redlr, "m
                              "kl": kl_divergence}
 
 
+#: The forms of the DLR losses for models with 2 classes, where DLR's third-largest logit does not exist.
+TWO_CLASS_FORMS = {"dlr": "margin", "redlr": "remargin"}
+
+
+def for_classes(loss: str | LossFn, nb_classes: int) -> str | LossFn:
+    """``loss``, or for a model with fewer than 3 classes the 2-class form of "dlr"/"redlr" (:data:`TWO_CLASS_FORMS`:
+    the logit margin, whose sign and zeros are DLR's)."""
+    if isinstance(loss, str) and nb_classes < 3:
+        return TWO_CLASS_FORMS.get(loss.lower(), loss)
+    return loss
+
+
 def resolve_loss(loss: str | LossFn) -> LossFn:
     """Return the per-sample loss named ``loss`` (case-insensitive), or ``loss`` itself if callable.
 

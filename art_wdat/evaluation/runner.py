@@ -28,6 +28,7 @@ import torch
 from art_wdat.attacks import parse_norm
 from art_wdat.attacks.auto import FlipCostCache
 from art_wdat.attacks.bridge import device_of, kind_of
+from art_wdat.core.losses import for_classes
 from art_wdat.core.progress import Bar, progress_bar
 from art_wdat.core.reduce import LOCAL, ProcessGroupLike, Reducer, default_reducer, reduce_floats
 from art_wdat.core.threat import WassersteinBall
@@ -129,17 +130,19 @@ def _check_data(classifier: Classifier, x: np.ndarray, y: np.ndarray) -> tuple[n
 
 def _notes(classifier: Classifier, names: Sequence[str], s: EvaluationSettings, norm: float,
            world_size: int) -> list:
-    """Notes for the report; also swaps DLR-type losses for CE on models with fewer than 3 classes.
+    """Notes for the report; also swaps DLR-type losses for their 2-class form (the logit margin) on models with
+    fewer than 3 classes.
 
     :param norm: The ground norm.
     :param world_size: The number of ranks evaluating together (1: this process alone).
     """
     notes = []
     for name in ("wpgd_loss", "bound_loss"):
-        if classifier.nb_classes < 3 and str(getattr(s, name)).lower() in ("dlr", "redlr"):
-            # DLR needs the third-largest logit; CE is the usable loss for binary models.
-            notes.append(f"{name} {getattr(s, name)!r} needs at least 3 classes; used 'ce' instead.")
-            setattr(s, name, "ce")
+        two_class = for_classes(getattr(s, name), classifier.nb_classes)
+        if two_class != getattr(s, name):
+            # DLR needs the third-largest logit; its 2-class form is the logit margin, with DLR's signs and zeros.
+            notes.append(f"{name} {getattr(s, name)!r} needs at least 3 classes; used {two_class!r} instead.")
+            setattr(s, name, two_class)
     if "autoattack" in names:
         notes.append(autoattack_note(s.autoattack_version, s.autoattack_max_iter, norm, classifier.nb_classes))
     if "apgd-art" in names:
