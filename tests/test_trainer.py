@@ -365,7 +365,9 @@ def test_fit_reports_validation_and_leaves_inputs_alone(digits):
     copies = [a.copy() for a in (x, y, xv, yv)]
     one_hot = np.eye(10, dtype=np.float32)[y]
     one_hot.setflags(write=False)
-    trainer = WassersteinTRADESTrainer(make_classifier(make_model(width=8)), eps=EPS, max_iter=2, eval_max_iter=3)
+    # The pointwise row by the autoattack package (val_autoattack_acc); the default's is test_selection's.
+    trainer = WassersteinTRADESTrainer(make_classifier(make_model(width=8)), eps=EPS, max_iter=2, eval_max_iter=3,
+                                       val_pointwise="autoattack")
     history = trainer.fit(x, one_hot, validation_data=(xv, yv), batch_size=32, nb_epochs=1, verbose=False)
     assert history is trainer.history
     assert set(history[0]) >= {"epoch", "loss", "train_clean_acc", "train_robust_acc", "val_clean_acc",
@@ -392,6 +394,7 @@ def test_amp_is_ignored_on_cpu_with_a_warning(digits, caplog):
     ({"weight_noise": -0.1}, "weight_noise"), ({"eps_step": -1.0}, "eps_step"), ({"budget_rounds": 0}, "budget_rounds"),
     ({"inner_loss": "ce"}, "inner_loss"), ({"sensitivity_weight": -1.0}, "sensitivity_weight"),
     ({"kl_start_std": -1.0}, "kl_start_std"), ({"eval_max_iter": 0}, "eval_max_iter"),
+    ({"select_p": 0.5}, "select_p"), ({"val_pointwise": "apgd"}, "val_pointwise"),
 ])
 def test_bad_constructor_parameters_are_named(kwargs, name):
     params = {"eps": EPS, **kwargs}
@@ -400,7 +403,7 @@ def test_bad_constructor_parameters_are_named(kwargs, name):
 
 
 @pytest.mark.parametrize("kwargs, name", [({"batch_size": 0}, "batch_size"), ({"nb_epochs": 0}, "nb_epochs"),
-                                          ({"resume": True}, "resume")])
+                                          ({"resume": True}, "resume"), ({"val_every": 0}, "val_every")])
 def test_bad_fit_parameters_are_named(digits, kwargs, name):
     x_tr, y_tr, _, _ = digits
     trainer = WassersteinTRADESTrainer(make_classifier(make_model(width=4)), eps=EPS)
@@ -417,3 +420,27 @@ def test_classifier_requirements():
         WassersteinTRADESTrainer(model, eps=EPS)
     clf = make_classifier(model)
     assert WassersteinTRADESTrainer(clf, eps=EPS).get_classifier() is clf
+
+
+def test_p_inf_is_trades_whatever_cheapness_weight_says(digits, caplog):
+    """p = inf is TRADES: cheapness_weight is ignored there (with a warning), so the weights are TRADES' bitwise."""
+    x_tr, y_tr, _, _ = digits
+    trained = []
+    for weight in (0.0, 5.0):
+        trainer = WassersteinTRADESTrainer(make_classifier(make_model(width=4, seed=2), opt="sgd", lr=0.1), eps=EPS,
+                                           p=np.inf, max_iter=2, cheapness_weight=weight)
+        with caplog.at_level(logging.WARNING, logger="art_wdat.training"):
+            trainer.fit(x_tr[:64], y_tr[:64], batch_size=32, nb_epochs=1, seed=4, verbose=False)
+        trained.append(_params(trainer))
+    assert all(torch.equal(a, b) for a, b in zip(*trained))
+    assert "`cheapness_weight`=5 is ignored at `p`=inf" in caplog.text
+
+
+def test_the_trainer_names_the_attack_for_other_estimators():
+    """The trainer trains PyTorch models only; its error says so and names the attack, which takes other estimators."""
+    from art.estimators.classification import SklearnClassifier
+    from sklearn.linear_model import LogisticRegression
+
+    estimator = SklearnClassifier(LogisticRegression(), clip_values=(0.0, 1.0))
+    with pytest.raises(TypeError, match="needs an ART PyTorchClassifier.*WassersteinDistributionalAttack"):
+        WassersteinTRADESTrainer(estimator, eps=EPS)

@@ -1,9 +1,12 @@
 """W-TRADES training: the trainer, the fine-tuning protocol and checkpoints.
 
 One module per job: :mod:`~art_wdat.training.trainer` (the ART trainer and its per-batch step),
-:mod:`~art_wdat.training.settings` (its keywords and their checks), :mod:`~art_wdat.training.objective` (the
-W-TRADES loss of one batch), :mod:`~art_wdat.training.sync` (the ranks' collectives), :mod:`~art_wdat.training.loop`
-(the epoch lifecycle), :mod:`~art_wdat.training.finetune` and :mod:`~art_wdat.training.checkpoint`.
+:mod:`~art_wdat.training.settings` (its keywords and their checks), :mod:`~art_wdat.training.options` (the checked
+settings of one ``fit`` call), :mod:`~art_wdat.training.objective` (the W-TRADES loss of one batch),
+:mod:`~art_wdat.training.sync` (the ranks' collectives), :mod:`~art_wdat.training.loop` (the epoch lifecycle),
+:mod:`~art_wdat.training.keeping` (what a call keeps of its run), :mod:`~art_wdat.training.judge` (the held-out
+measurement), :mod:`~art_wdat.training.selection` (the rule that keeps an epoch), :mod:`~art_wdat.training.rundir`
+(the checkpoint folder of one run), :mod:`~art_wdat.training.finetune` and :mod:`~art_wdat.training.checkpoint`.
 """
 
 from __future__ import annotations

@@ -141,11 +141,15 @@ def restore_rng(state: dict, generator: torch.Generator | None = None) -> None:
 
 
 def training_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any | None, epoch: int,
-                   history: list, generator: torch.Generator | None = None) -> dict:
-    """Everything needed to continue training after ``epoch`` finished epochs, on the CPU."""
+                   history: list, generator: torch.Generator | None = None,
+                   model_state: dict | None = None) -> dict:
+    """Everything needed to continue training after ``epoch`` finished epochs, on the CPU.
+
+    :param model_state: ``model``'s state dict already copied to the CPU (not copied again); default: copied here.
+    """
     return {
         "epoch": int(epoch),
-        "model": _to_cpu(model.state_dict()),
+        "model": _to_cpu(model.state_dict()) if model_state is None else model_state,
         "optimizer": _to_cpu(optimizer.state_dict()),
         "scheduler": None if scheduler is None else _to_cpu(scheduler.state_dict()),
         "history": [dict(h) for h in history],

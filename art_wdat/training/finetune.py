@@ -1,4 +1,4 @@
-"""The fine-tuning protocol for already-trained models (METHOD.md §7).
+"""The fine-tuning protocol for already-trained models (:doc:`/maths`).
 
 A model that sits in the minimum of its own (pointwise) adversarial training barely moves under a new
 loss with a small learning rate, so W-TRADES fine-tuning first kicks it out of that minimum, in one of

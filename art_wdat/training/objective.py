@@ -1,4 +1,4 @@
-"""The W-TRADES objective of one mini-batch (METHOD.md §7): the inner maximisation and the loss terms.
+"""The W-TRADES objective of one mini-batch (:doc:`/maths`): the inner maximisation and the loss terms.
 
 Per mini-batch B::
 
@@ -213,9 +213,9 @@ class WTradesObjective:
         w_i ∝ 1 + λ·exp(−c_i / eps) for inputs classified correctly, c_i their first-order flip cost (the knapsack's
         estimate, one pass in eval mode), and ∝ 1 for the others (a W_p attack has them for free, however smooth the
         model is there); scaled to mean 1 over the global batch, so the total KL weight stays β (+ β_pt). A W_p
-        budget flips the low tail of the flip costs first: this puts the KL where that tail is. (On the shared models
-        it moved nothing: at p = 2 the inputs it favours cost the attacker almost nothing, c_i², and W-AutoAttack at δ
-        = 2/255 is decided near a flip cost of 5.5/255; docs/experiments/frontier.md.)
+        budget flips the low tail of the flip costs first: this puts the KL where that tail is. (On the robust CIFAR-10
+        models of the experiments it moved nothing: at p = 2 the inputs it favours cost the attacker almost nothing,
+        c_i², and W-AutoAttack at δ = 2/255 is decided near a flip cost of 5.5/255; docs/experiments/frontier.md.)
         """
         if self.cheapness_weight == 0:
             return None
@@ -231,7 +231,7 @@ class WTradesObjective:
         return (w * (totals[1] / totals[0])).to(x.dtype).detach()
 
     def sensitivity(self, kl: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
-        """Υ of the per-sample KL at x' (METHOD.md §2), differentiable in the parameters (double backprop).
+        """Υ of the per-sample KL at x' (:doc:`/maths`), differentiable in the parameters (double backprop).
 
         δ·Υ is the first-order gain of the KL from moving x' by a further δ in W_p: penalising it flattens the
         KL where the distributional attacker would push next.

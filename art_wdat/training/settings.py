@@ -24,6 +24,7 @@ from art_wdat.core.engine import AttackConfig
 from art_wdat.core.reduce import ProcessGroupLike
 from art_wdat.core.threat import WassersteinBall
 from art_wdat.training.finetune import FINETUNE_MODES, FinetuneMode, find_last_linear
+from art_wdat.training.judge import POINTWISE_ATTACKS, PointwiseAttack
 from art_wdat.training.objective import (
     INNER_LOSSES,
     OUTER_LOSSES,
@@ -88,6 +89,8 @@ class TRADESSettings(ThreatKeywords, Trainer):
         cheapness_weight: float = 0.0,
         process_group: ProcessGroupLike = None,
         allow_large_eps: bool = False,
+        select_p: float | None = None,
+        val_pointwise: PointwiseAttack = "min-norm",
     ) -> None:
         """
         :param classifier: An ART ``PyTorchClassifier`` with an optimizer; trained in place.
@@ -98,7 +101,7 @@ class TRADESSettings(ThreatKeywords, Trainer):
         :param max_iter: Steps of the inner maximisation (default: the fine-tuning recipe's, 5; TRADES from scratch
                          uses 10). ``fit(..., recipe=...)`` sets it to the recipe's.
         :param eps_step: Step size of the inner maximisation; default ``1.875 · eps / max_iter``.
-        :param method: Inner solver: "wpgd" (W-PGD), "budget" (W-PGD-Budget, METHOD.md §4) or "knapsack" (default):
+        :param method: Inner solver: "wpgd" (W-PGD), "budget" (W-PGD-Budget, :doc:`/maths`) or "knapsack" (default):
                        the knapsack-informed allocation, which estimates each input's flip cost to first order
                        (margin over the dual norm of its gradient, one pass), gives the batch's budget to the inputs
                        the knapsack would flip (in proportion to their costs; none to the others) and runs PGD in each
@@ -116,15 +119,15 @@ class TRADESSettings(ThreatKeywords, Trainer):
                                    (frozen blocks stay in eval mode); None trains everything.
         :param amp: bf16 autocast on CUDA; ignored, with a warning, elsewhere.
         :param kl_start_std: Std of the Gaussian start x + std·N(0, I) of the inner maximisation (∇KL = 0 at x).
-        :param eval_max_iter: Iterations of each attack run that measures the held-out split during ``fit``: every
-                              APGD run of AutoAttack and the W-PGD parts of W-AutoAttack.
+        :param eval_max_iter: Iterations of each attack run that measures the held-out split during ``fit``: the
+                              W-PGD parts of W-AutoAttack (and every APGD run of ``val_pointwise="autoattack"``).
         :param inner_loss: What the inner maximisation ascends. "kl" (default): the KL everywhere (TRADES' inner loss
                            for every p). "rekl": the KL on inputs that x' still
                            classifies correctly and 0 on the others, so that the shared budget is not spent on inputs
-                           already lost (the idea of ReDLR, METHOD.md §5); with ``p = inf`` no budget is shared and it
+                           already lost (the idea of ReDLR, :doc:`/maths`); with ``p = inf`` no budget is shared and it
                            is the KL. "redlr": the evaluation's ReDLR (label-based, like PGD's CE in Madry et al.'s
                            training).
-        :param sensitivity_weight: γ ≥ 0: add β·γ·eps·Υ to the loss, Υ the sensitivity (METHOD.md §2) of the KL at x',
+        :param sensitivity_weight: γ ≥ 0: add β·γ·eps·Υ to the loss, Υ the sensitivity (:doc:`/maths`) of the KL at x',
                                    the first-order gain left to a further W_p step (costs a double backprop). Not
                                    under ``torch.distributed`` (``fit`` raises): Υ would be each rank's micro-batch's,
                                    not the global batch's.
@@ -141,7 +144,8 @@ class TRADESSettings(ThreatKeywords, Trainer):
                                  cost; misclassified inputs 1), scaled to mean 1 over the batch, so that the KL goes
                                  to the inputs a W_p budget flips first (one extra forward and backward pass per
                                  batch). 0 (default): every input alike. It did not move the frontier against
-                                 pointwise TRADES in issue 20's study (docs/experiments/frontier.md).
+                                 pointwise TRADES in the frontier study (:doc:`/experiments/frontier`). Ignored, with
+                                 a warning at ``fit``, at ``p = inf``: that is TRADES.
         :param process_group: The ranks that train together under ``torch.distributed``: default the model's
                               group if it is a ``DistributedDataParallel`` wrapper, else the world group when
                               initialised; ``False``: none (not with a DDP model). Each step trains on a global
@@ -161,6 +165,14 @@ class TRADESSettings(ThreatKeywords, Trainer):
                               checkpoints.
         :param allow_large_eps: Accept an ``eps`` beyond the box ``clip_values`` (ℓ∞: half its range; ℓ2, ℓ1: its
                                 diameter), which is refused by default as a budget on the wrong scale (8 for 8/255).
+        :param select_p: The Wasserstein order of the W-AutoAttack that measures the held-out split and ranks the
+                         epochs (in [1, inf]); None: ``p``. E.g. ``p=np.inf, select_p=2`` trains TRADES and keeps the
+                         epoch best under W_2.
+        :param val_pointwise: How the held-out pointwise accuracy at ε is measured: "min-norm" (default: from
+                              W-AutoAttack's minimum-norm flip costs in the ground norm, no attack run of its own) or
+                              "autoattack" (APGD-CE + APGD-T of the ``autoattack`` package; inputs in [0, 1]).
+        :raises TypeError: if ``classifier`` is not an ART ``PyTorchClassifier`` (the trainer trains torch modules;
+                           ``WassersteinDistributionalAttack`` attacks other estimators).
         :raises ValueError: also when the model does not return ``nb_classes`` outputs (one forward pass here).
         """
         super().__init__(classifier)
@@ -172,6 +184,7 @@ class TRADESSettings(ThreatKeywords, Trainer):
         self.outer_loss, self.pointwise_beta, self.pointwise_eps = outer_loss, pointwise_beta, pointwise_eps
         self.cheapness_weight = cheapness_weight
         self.process_group, self.allow_large_eps = process_group, allow_large_eps
+        self.select_p, self.val_pointwise = select_p, val_pointwise
         #: The history, shuffling generator and frozen blocks of the epoch loop (:attr:`history` is its history).
         self._state = RunState()
         self._check_params()
@@ -183,7 +196,7 @@ class TRADESSettings(ThreatKeywords, Trainer):
 
     # -- checks -----------------------------------------------------------------------------------------------
     def _check_params(self) -> None:
-        est.require_pytorch_classifier(self._classifier, type(self).__name__)
+        require_pytorch_classifier(self._classifier, type(self).__name__)
         if self._classifier.optimizer is None:
             raise ValueError("`classifier` has no optimizer; pass one to PyTorchClassifier(optimizer=...).")
         self.check_threat()
@@ -212,6 +225,10 @@ class TRADESSettings(ThreatKeywords, Trainer):
                              "act on with outer_loss='ce'.")
         check_number("pointwise_beta", self.pointwise_beta, low=0.0)
         check_number("cheapness_weight", self.cheapness_weight, low=0.0)
+        if self.select_p is not None:
+            check_number("select_p", self.select_p, low=1.0, allow_inf=True)
+        if self.val_pointwise not in POINTWISE_ATTACKS:
+            raise ValueError(f"`val_pointwise` must be one of {POINTWISE_ATTACKS}, got {self.val_pointwise!r}.")
         if self.pointwise_eps is not None:
             check_number("pointwise_eps", self.pointwise_eps, low=0.0)
             if not self.allow_large_eps:  # the same scale check as eps (8 where 8/255 was meant)
@@ -257,6 +274,16 @@ class TRADESSettings(ThreatKeywords, Trainer):
         return replace(self.threat, eps=eps, p=math.inf, method="wpgd", eps_step=None)
 
     @property
+    def selection_p(self) -> float:
+        """The order p of the W-AutoAttack that ranks the epochs: ``select_p``, or the training ``p``."""
+        return float(self.p if self.select_p is None else self.select_p)
+
+    @property
+    def effective_cheapness_weight(self) -> float:
+        """``cheapness_weight`` as trained with: 0 at p = inf, which is TRADES whatever it says."""
+        return 0.0 if self.ball.pointwise else float(self.cheapness_weight)
+
+    @property
     def ball(self) -> WassersteinBall:
         """The threat of the inner maximisation: the W_p ball of radius ``eps`` over each mini-batch."""
         return self.threat.ball
@@ -282,3 +309,18 @@ class TRADESSettings(ThreatKeywords, Trainer):
         with ctx:
             logits = forward(x)
         return logits.float()
+
+
+def require_pytorch_classifier(classifier: object, who: str) -> None:
+    """TypeError unless ``classifier`` is an ART ``PyTorchClassifier`` (with a preprocessing chain ART can run).
+
+    The trainer trains the torch module with its optimizer; the attack is what works with other estimators.
+    """
+    from art.estimators.classification import PyTorchClassifier
+
+    if not isinstance(classifier, PyTorchClassifier):
+        raise TypeError(f"{who} trains PyTorch models: it needs an ART PyTorchClassifier (with an optimizer), got "
+                        f"{type(classifier).__name__}. Wrap the torch.nn.Module in "
+                        "art.estimators.classification.PyTorchClassifier; to attack this estimator instead, use "
+                        "art_wdat.WassersteinDistributionalAttack, which works with other ART classifiers.")
+    est.require_pytorch_classifier(classifier, who)

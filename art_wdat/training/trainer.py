@@ -1,6 +1,6 @@
 """``WassersteinTRADESTrainer``: W-TRADES distributional adversarial training and fine-tuning as an ART trainer.
 
-Per mini-batch B (METHOD.md §7)::
+Per mini-batch B (:doc:`/maths`)::
 
     loss = (1/|B|) Σ CE(f(x_i), y_i)  +  β · (1/|B|) Σ KL(f(x_i) ‖ f(x'_i)),
     x' ≈ argmax_{C(x', x) ≤ eps} (1/|B|) Σ KL(f(x_i) ‖ f(x'_i))
@@ -41,20 +41,22 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from art_wdat.training.loop import (
-    Batch,
-    EpochCallback,
-    EpochLoop,
-    FitOptions,
-    checked_validation,
-    start_generator_epoch,
-)
+from art_wdat.training.judge import HeldOutJudge, HeldOutPlan
+from art_wdat.training.loop import Batch, EpochLoop, start_generator_epoch
 from art_wdat.training.objective import LossTerms, WTradesObjective
-from art_wdat.training.recipe import DEFAULT_RECIPE, FinetuneRecipe
-from art_wdat.training.selection import HeldOutJudge, HeldOutPlan, Selection, Tolerances
+from art_wdat.training.options import (
+    EpochCallback,
+    FitOptions,
+    call_sizes,
+    fit_options,
+    held_out_judge,
+    held_out_plan,
+)
+from art_wdat.training.recipe import FinetuneRecipe
+from art_wdat.training.selection import Selection, Tolerances
 from art_wdat.training.settings import TRADESSettings
 from art_wdat.training.sync import Shard
-from art_wdat.validation import check_int, check_labels, check_x
+from art_wdat.validation import check_labels, check_x
 
 if TYPE_CHECKING:
     from art.data_generators import DataGenerator
@@ -74,8 +76,9 @@ class WassersteinTRADESTrainer(TRADESSettings):
 
     @property
     def history(self) -> list[dict]:
-        """One dict per finished epoch: loss, train_clean_acc, train_robust_acc, time_s and, with a validation split,
-        val_clean_acc, val_autoattack_acc, val_wauto_acc (at eps) and val_wauto_acc@<budget>."""
+        """One dict per finished epoch: loss, train_clean_acc, train_robust_acc, time_s and, on the epochs the
+        validation split is measured after, val_clean_acc, val_min_norm_acc (or val_autoattack_acc with
+        ``val_pointwise="autoattack"``), val_wauto_acc (at eps) and val_wauto_acc@<budget>."""
         return self._state.history
 
     @history.setter
@@ -101,7 +104,7 @@ class WassersteinTRADESTrainer(TRADESSettings):
             classifier=self._classifier, threat=self.threat, forward=self._forward, set_train_mode=self._set_train_mode,
             reducer=self._sync.reducer, beta=self.beta, kl_start_std=self.kl_start_std, inner_loss=self.inner_loss,
             sensitivity_weight=self.sensitivity_weight, outer_loss=self.outer_loss, pointwise=self.pointwise_threat,
-            pointwise_beta=self.pointwise_beta, cheapness_weight=self.cheapness_weight)
+            pointwise_beta=self.pointwise_beta, cheapness_weight=self.effective_cheapness_weight)
 
     def _set_train_mode(self) -> None:
         """Train mode for the outer step, except frozen blocks (their batch-norm statistics stay fixed)."""
@@ -156,7 +159,7 @@ class WassersteinTRADESTrainer(TRADESSettings):
             recipe: FinetuneRecipe | None = None, select_best: bool | None = None,
             tolerances: Tolerances | None = None, checkpoint_dir: str | Path | None = None, resume: bool = False,
             seed: int | None = None, verbose: bool = True, callback: EpochCallback | None = None,
-            **kwargs: Any) -> list[dict]:
+            val_every: int = 1, **kwargs: Any) -> list[dict]:
         """Train with W-TRADES on ``(x, y)``, a mini-batch (one shared budget) at a time.
 
         Under ``torch.distributed`` (see ``process_group``) every rank passes the same ``x``, ``y`` and ``seed``; each
@@ -164,13 +167,15 @@ class WassersteinTRADESTrainer(TRADESSettings):
         near-equal slices, one per rank, and trained as one process would train it, with a plain module or a DDP
         model alike.
 
-        :param x: Training inputs (N, *input_shape) inside the clip box. Not modified.
+        :param x: Training inputs ``(N, *input_shape)`` inside the clip box. Not modified.
         :param y: Labels as indices (N,) or one-hot (N, nb_classes). Not modified.
         :param validation_data: ``(x_val, y_val)``, a held-out split never trained on. The start model and every
-                                epoch are measured on it: clean accuracy, AutoAttack (APGD-CE + APGD-T of the
-                                ``autoattack`` package, ``eval_max_iter`` iterations) at ε (``pointwise_eps``, default
-                                ``eps``) and W-AutoAttack at eps/2, eps and 2·eps with the training p and norm. The
-                                records are in :attr:`history` and :attr:`selection`.
+                                ``val_every``-th epoch are measured on it (:mod:`art_wdat.training.judge`): clean
+                                accuracy, W-AutoAttack at eps/2, eps and 2·eps (those within the input box) with
+                                order ``select_p`` (default ``p``) and the ground norm, and pointwise accuracy at ε
+                                (``pointwise_eps``, default ``eps``) from W-AutoAttack's minimum-norm flip costs (or,
+                                with ``val_pointwise="autoattack"``, the ``autoattack`` package's APGD-CE + APGD-T).
+                                The records are in :attr:`history` and :attr:`selection`.
         :param batch_size: Mini-batch size: the distribution each inner maximisation attacks (per rank under
                            ``torch.distributed``: the distribution is then the global batch). Default: the recipe's.
         :param nb_epochs: Total number of epochs (a resumed run counts the finished ones). Default: the recipe's.
@@ -183,23 +188,36 @@ class WassersteinTRADESTrainer(TRADESSettings):
                        None: the classifier's own optimizer, ``scheduler`` and ``max_iter``.
         :param select_best: With ``validation_data`` (default True when it is given): end with the weights of the
                             epoch with the highest W-AutoAttack accuracy at eps on the held-out split among those
-                            whose clean and AutoAttack accuracy are at most ``tolerances`` below the start's, or the
-                            start weights if none beats the start. False: the last epoch's weights.
+                            whose clean and pointwise accuracy are at most ``tolerances`` below the start's, or the
+                            start weights if none beats the start. False: the last epoch's weights (the selection
+                            still records the epoch it would keep, and ``kept.pt`` its weights).
+                            Whatever it is, an exception escaping ``fit`` (``KeyboardInterrupt`` included) leaves
+                            the weights the call would have ended with had it stopped there: the kept ones, or the
+                            last finished epoch's (the start's before any), never half an epoch.
         :param tolerances: :class:`~art_wdat.training.selection.Tolerances` (default 1.5 points clean, 1 point
-                           AutoAttack).
-        :param checkpoint_dir: Save ``last.pt`` there (atomically) after each epoch, and ``kept.pt``, the weights
-                               held-out selection keeps so far.
+                           pointwise). On a resume, None takes the checkpoint's; others are refused (ValueError),
+                           since the epochs before were judged with the checkpoint's.
+        :param checkpoint_dir: Save ``last.pt`` there (atomically) after each epoch and, with ``validation_data``,
+                               ``kept.pt``, the weights held-out selection keeps so far (written after the
+                               ``last.pt`` that names them). Both record the run they belong to (a run id drawn at
+                               a fresh start); a fresh start removes the files an earlier run left there.
         :param resume: Continue from ``checkpoint_dir/last.pt`` (model, optimizer, scheduler, history, selection, RNG
-                       states); the fine-tuning protocol is not applied again. Starts afresh, with a warning, if absent.
+                       states); the fine-tuning protocol is not applied again. Starts afresh, with a warning, if
+                       absent. Refused (ValueError) if ``kept.pt`` does not belong with ``last.pt`` (another run, or
+                       another epoch than the one its selection keeps), or if the held-out measurement now differs
+                       from the one its records were made with (budget, ``select_p``, norm, ``pointwise_eps``,
+                       ``val_pointwise``, ``eval_max_iter`` or the split itself). ``select_best`` may change.
         :param seed: Seed torch, numpy and python ``random`` and the shuffling generator at the start.
         :param verbose: One progress bar per epoch (loss and running training accuracies) and one line of held-out
                         numbers after each; bars only on a terminal.
         :param callback: Called as ``callback(epoch, record)`` after each epoch (and its checkpoint).
+        :param val_every: Measure the held-out split after every ``val_every``-th epoch and after the last (the start
+                          is always measured); only measured epochs can be kept.
         :return: :attr:`history`.
         """
-        batch_size, nb_epochs = self._sizes(recipe, batch_size, nb_epochs, scheduler)
-        opts = self._options(nb_epochs, batch_size, scheduler, checkpoint_dir, resume, seed, verbose, callback,
-                             validation_data, select_best, tolerances, kwargs)
+        batch_size, nb_epochs = call_sizes(recipe, batch_size, nb_epochs, scheduler)
+        opts = fit_options(self, nb_epochs, batch_size, scheduler, checkpoint_dir, resume, seed, verbose, callback,
+                           validation_data, select_best, tolerances, kwargs, val_every)
         x = check_x(x, self._classifier.input_shape, self._classifier.clip_values)
         labels = check_labels(y, x.shape[0], self._classifier.nb_classes)
         if labels is None:
@@ -226,7 +244,7 @@ class WassersteinTRADESTrainer(TRADESSettings):
                       recipe: FinetuneRecipe | None = None, select_best: bool | None = None,
                       tolerances: Tolerances | None = None, checkpoint_dir: str | Path | None = None,
                       resume: bool = False, seed: int | None = None, verbose: bool = True,
-                      callback: EpochCallback | None = None, **kwargs: Any) -> list[dict]:
+                      callback: EpochCallback | None = None, val_every: int = 1, **kwargs: Any) -> list[dict]:
         """Train with W-TRADES on the batches of an ART ``DataGenerator`` (each batch has its own budget).
 
         An epoch is ``ceil(generator.size / generator.batch_size)`` batches. Shuffling is the generator's; resuming
@@ -247,6 +265,7 @@ class WassersteinTRADESTrainer(TRADESSettings):
 
         :param generator: An ART ``DataGenerator`` that knows its ``size``; its batch size is the mini-batch's (a
                           recipe's ``batch_size`` does not apply).
+
         Other parameters as in :meth:`fit`.
         """
         from art.data_generators import DataGenerator
@@ -257,9 +276,9 @@ class WassersteinTRADESTrainer(TRADESSettings):
         if generator.size is None:
             raise ValueError("`generator` must know its size (generator.size is None).")
         nb_batches = getattr(generator, "batches_per_epoch", None) or math.ceil(generator.size / generator.batch_size)
-        _, nb_epochs = self._sizes(recipe, generator.batch_size, nb_epochs, scheduler)
-        opts = self._options(nb_epochs, generator.batch_size, scheduler, checkpoint_dir, resume, seed, verbose,
-                             callback, validation_data, select_best, tolerances, kwargs)
+        _, nb_epochs = call_sizes(recipe, generator.batch_size, nb_epochs, scheduler)
+        opts = fit_options(self, nb_epochs, generator.batch_size, scheduler, checkpoint_dir, resume, seed, verbose,
+                             callback, validation_data, select_best, tolerances, kwargs, val_every)
         sync = self._sync
         sync.check_same_batch_count(nb_batches)
         self._install_recipe(recipe, opts)
@@ -279,17 +298,6 @@ class WassersteinTRADESTrainer(TRADESSettings):
         x_t = torch.from_numpy(np.array(x, dtype=np.float32, copy=True)).to(self._device)
         return x_t, torch.from_numpy(np.asarray(y, dtype=np.int64)).to(self._device), shard
 
-    def _sizes(self, recipe: FinetuneRecipe | None, batch_size: int | None, nb_epochs: int | None,
-               scheduler: Any | None) -> tuple[int, int]:
-        """The call's batch size and epochs: given, else the recipe's (or the default recipe's). No side effect."""
-        if recipe is not None and not isinstance(recipe, FinetuneRecipe):
-            raise TypeError(f"`recipe` must be a FinetuneRecipe, got {type(recipe).__name__}.")
-        if recipe is not None and scheduler is not None:
-            raise ValueError("`scheduler` and `recipe` both set the learning-rate schedule; pass one of them.")
-        base = recipe or DEFAULT_RECIPE
-        return (base.batch_size if batch_size is None else batch_size,
-                base.epochs if nb_epochs is None else nb_epochs)
-
     def _install_recipe(self, recipe: FinetuneRecipe | None, opts: FitOptions) -> None:
         """With a recipe, after every check: its optimizer on the classifier, its decay over ``opts.nb_epochs`` as
         the call's scheduler, and its inner steps."""
@@ -302,61 +310,22 @@ class WassersteinTRADESTrainer(TRADESSettings):
         self.max_iter = recipe.max_iter
         opts.scheduler = recipe.build_scheduler(optimizer)
 
-    def _options(self, nb_epochs: int, batch_size: int, scheduler: Any | None, checkpoint_dir: str | Path | None,
-                 resume: bool, seed: int | None, verbose: bool, callback: EpochCallback | None,
-                 validation_data: object, select_best: bool | None, tolerances: Tolerances | None,
-                 kwargs: dict) -> FitOptions:
-        """The checked settings of one fit call (the constructor's are checked again too)."""
-        self._check_params()
-        if self.sensitivity_weight > 0 and self._sync.world()[0] > 1:
-            raise ValueError("`sensitivity_weight` > 0 is not supported under torch.distributed: its Υ would be each "
-                             "rank's micro-batch's, not the global batch's.")
-        check_int("nb_epochs", nb_epochs, low=1)
-        check_int("batch_size", batch_size, low=1)
-        if seed is not None:
-            check_int("seed", seed, low=0)
-        if resume and checkpoint_dir is None:
-            raise ValueError("`resume`=True needs a `checkpoint_dir`.")
-        if kwargs:
-            logger.warning("%s ignores the arguments %s.", type(self).__name__, sorted(kwargs))
-        if self.amp and not self._use_amp():
-            logger.warning("`amp`=True needs a CUDA device; training in float32 on %s.", self._device)
-        validation = checked_validation(self._classifier, validation_data)
-        if select_best is not None and not isinstance(select_best, bool):
-            raise TypeError(f"`select_best` must be a bool or None, got {select_best!r}.")
-        if select_best and validation is None:
-            raise ValueError("`select_best`=True needs `validation_data`, the held-out split it selects on.")
-        if tolerances is not None and not isinstance(tolerances, Tolerances):
-            raise TypeError(f"`tolerances` must be a Tolerances, got {type(tolerances).__name__}.")
-        judge = None if validation is None else self.held_out_judge(*validation, batch_size=batch_size)
-        return FitOptions(nb_epochs, batch_size, scheduler, None if checkpoint_dir is None else Path(checkpoint_dir),
-                          resume, seed, verbose, callback, judge=judge,
-                          select_best=validation is not None and select_best is not False,
-                          tolerances=tolerances or Tolerances())
-
     def _train(self, epoch_batches: Callable[[int], Iterable[Batch]], nb_batches: int,
                opts: FitOptions) -> list[dict]:
         return EpochLoop(self, self.train_step, opts, self._state, self._sync).run(epoch_batches, nb_batches)
 
     def held_out_plan(self, batch_size: int = 256) -> HeldOutPlan:
-        """How :meth:`evaluate` and ``fit``'s validation attack a held-out split: AutoAttack at ε (``pointwise_eps``,
-        default ``eps``), W-AutoAttack at eps/2, eps and 2·eps, ``eval_max_iter`` iterations, seed 0."""
-        eps = float(self.eps)
-        pointwise = eps if self.pointwise_eps is None else float(self.pointwise_eps)
-        budgets = (eps / 2, eps, 2 * eps) if eps > 0 else (eps,)
-        return HeldOutPlan(eps=eps, p=float(self.p), norm=float(self.ball.norm), pointwise_eps=pointwise,
-                           budgets=budgets, aa_iter=self.eval_max_iter, auto_iter=self.eval_max_iter,
-                           batch_size=batch_size)
+        """How :meth:`evaluate` and ``fit``'s validation attack a held-out split: W-AutoAttack at eps/2, eps and
+        2·eps with order ``select_p`` (default ``p``), the pointwise row at ε (``pointwise_eps``, default ``eps``) by
+        ``val_pointwise``, ``eval_max_iter`` iterations, seed 0."""
+        return held_out_plan(self, batch_size)
 
     def held_out_judge(self, x: np.ndarray, y: np.ndarray | None, batch_size: int = 256) -> HeldOutJudge:
         """The measurements of ``fit``'s validation on ``(x, y)``."""
-        labels = check_labels(y, x.shape[0], self._classifier.nb_classes, name="validation_data[1]")
-        if labels is None:
-            raise ValueError("`validation_data` needs labels.")
-        return HeldOutJudge(self._classifier, x, labels, self.held_out_plan(batch_size))
+        return held_out_judge(self, x, y, batch_size)
 
     def evaluate(self, x: np.ndarray, y: np.ndarray | None, batch_size: int = 256) -> dict:
-        """Clean, AutoAttack (at ε) and W-AutoAttack (at eps/2, eps, 2·eps, the training p and norm) accuracy on
-        ``(x, y)``: what ``fit`` measures on its validation split after each epoch."""
+        """Clean, pointwise (at ε) and W-AutoAttack (at eps/2, eps, 2·eps, order ``select_p``, the ground norm)
+        accuracy on ``(x, y)``: what ``fit`` measures on its validation split."""
         x = check_x(x, self._classifier.input_shape, self._classifier.clip_values)
         return self.held_out_judge(x, y, batch_size).measure()
