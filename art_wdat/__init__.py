@@ -12,7 +12,7 @@ from typing import Any
 
 from art_wdat import _moved
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _moved.install()
 

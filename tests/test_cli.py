@@ -121,7 +121,9 @@ def test_every_command_has_threads_defaulting_to_the_physical_cores(monkeypatch)
 # -- the demo ------------------------------------------------------------------------------------------
 
 
-def test_demo_quick_writes_the_report_and_is_reproducible(tmp_path, capsys):
+def test_demo_quick_writes_the_report_and_is_reproducible(tmp_path, capsys, monkeypatch):
+    from art_wdat.cli import ranges
+
     threads = torch.get_num_threads()
     code, out, _ = run(["demo", "--quick", "--out", str(tmp_path / "a"), "--seed", "5", "-q"], capsys)
     assert code == 0
@@ -136,11 +138,56 @@ def test_demo_quick_writes_the_report_and_is_reproducible(tmp_path, capsys):
             assert all(0.0 <= o.accuracy <= 1.0 for o in row.attacks.values())
             assert row.r_upper >= row.r_lower
     assert "W-PGD-Budget" in (tmp_path / "a" / "report.md").read_text()
+    assert len(repr(report)) < 200 and repr(report).startswith("DemoReport(quick settings, seed 5: clean ")
 
-    assert run(["demo", "--quick", "--out", str(tmp_path / "b"), "--seed", "5", "-q"], capsys)[0] == 0
+    # The second run says where it falls against ranges made of the first: inside all of them, as it repeats it.
+    monkeypatch.setattr(ranges, "RANGES_FILE", _ranges_of(report, tmp_path / "ranges.json"))
+    code, out, _ = run(["demo", "--quick", "--out", str(tmp_path / "b"), "--seed", "5", "-q"], capsys)
+    assert code == 0
     again = DemoReport.from_json((tmp_path / "b" / "report.json").read_text())
     assert again.table == report.table
     assert [r["accuracy"] for r in again.after.rows()] == [r["accuracy"] for r in report.after.rows()]
+    cells = 3 * len(ranges.table_rows(report.before, report.after))
+    assert f"(1 run: seed 5 at 1 torch thread; here): {cells} of {cells} cells inside." in out
+    assert again.placement is not None and again.placement.inside == cells and not again.placement.outside
+    assert f"{cells} of {cells} cells in range" in repr(again)
+
+
+def _ranges_of(report: DemoReport, path):
+    """A ranges file whose only run is ``report`` (as bench/readme_tables.py demo writes it)."""
+    from art_wdat.cli import ranges
+
+    rows = [{**row, **{c: [row[c]] for c in ranges.COLUMNS}} for row in ranges.table_rows(report.before, report.after)]
+    entry = {"config": ranges.reference_config(report.config), "machine": "here", "rows": rows,
+             "runs": [{"seed": report.config["seed"], "threads": report.config["torch_threads"]}]}
+    path.write_text(json.dumps({"settings": {report.settings: entry}}))
+    return path
+
+
+def test_placement_names_the_cells_outside_their_range():
+    from art_wdat.cli import ranges
+    from art_wdat.evaluation import EvaluationResult
+    from art_wdat.evaluation.report import AttackOutcome, BudgetResult
+
+    def result(clean: float, wauto: float) -> EvaluationResult:
+        budget = BudgetResult(0.1, clean, {"wauto": AttackOutcome(wauto, 1.0, 0.1)}, "wauto", wauto / clean, 0.2)
+        return EvaluationResult(2.0, math.inf, 100, clean, 0.1, 0.1, "x", 4.0, 1.0, [budget], ["wauto"], 0, {})
+
+    rows = ranges.table_rows(result(0.9, 0.5), result(0.95, 0.6))
+    assert [(r["budget"], r["quantity"]) for r in rows] == [(None, "clean accuracy"), (None, "Υ (sensitivity)"),
+                                                           (0.1, "W-AutoAttack"), (0.1, "R^u"), (0.1, "R^l")]
+    assert rows[2]["change"] == pytest.approx(0.1)
+    reference = {"rows": [{**r, **{c: [r[c] - 0.01, r[c] + 0.01] for c in ranges.COLUMNS}} for r in rows],
+                 "runs": [{"seed": s, "threads": n} for s in range(5) for n in (1, 2)], "machine": "m"}
+    inside = ranges.place(result(0.9, 0.5), result(0.95, 0.6), reference)
+    assert (inside.inside, inside.outside, inside.runs) == (15, [], 10)
+    assert inside.summary() == ("Against the README's ranges (10 runs: seeds 0–4 at 1 and 2 torch threads; m): "
+                                "15 of 15 cells inside.")
+    outside = ranges.place(result(0.9, 0.45), result(0.95, 0.6), reference)
+    assert outside.inside == 11  # W-AutoAttack before and R^u before moved, and so did their changes
+    assert "δ = 0.1, W-AutoAttack, TRADES: 0.4500 (below [0.4900, 0.5100])" in outside.outside
+    assert "δ = 0.1, W-AutoAttack, change: 0.1500 (above [0.0900, 0.1100])" in outside.outside
+    assert outside.summary().splitlines()[1:] == ["Outside:", *(f"  {line}" for line in outside.outside)]
 
 
 # -- evaluate and finetune on npz data with a local checkpoint -------------------------------------------
@@ -235,6 +282,48 @@ def test_finetune_records_the_variant_and_takes_its_flags(npz_and_checkpoint, tm
                                "cheapness_weight": 2.0}
     code, _, err = run(base + ["--out", str(tmp_path / "x.pt"), "--outer-loss", "mse"], capsys)
     assert_one_line_error(code, err, "--outer-loss", "mse")
+
+
+def test_finetune_trades_selected_under_w2(npz_and_checkpoint, tmp_path, capsys):
+    """--p inf trains TRADES; --select-p 2 keeps the epoch best under W_2, and the held-out table says W_2."""
+    from art_wdat.zoo.local import read_checkpoint
+
+    npz, ckpt = npz_and_checkpoint
+    out = tmp_path / "trades.pt"
+    code, text, err = run(["finetune", "--model", str(ckpt), "--dataset", f"npz:{npz}", "--eps", "8/255", "--p", "inf",
+                           "--select-p", "2", "--epochs", "2", "--val-every", "2", "--max-iter", "1", "--val-iter", "1",
+                           "--batch-size", "16", "--val-split", "8", "--out", str(out), "-q"], capsys)
+    assert code == 0, err
+    assert "W-AutoAttack (W_2) @8/255" in text and "min-norm @8/255" in text
+    extra = read_checkpoint(out)["extra"]
+    assert (extra["p"], extra["select_p"], extra["val_every"]) == (math.inf, 2.0, 2)
+    assert extra["validation"]["judge"]["select_p"] == 2.0
+    assert [h["epoch"] for h in extra["history"] if "val_clean_acc" in h] == [2]  # --val-every 2: the last only
+    assert "--p 2 " in text  # the evaluate line suggested: the order the epochs were chosen by
+    code, _, err = run(["finetune", "--model", str(ckpt), "--dataset", f"npz:{npz}", "--select-p", "0.5",
+                        "--out", str(out)], capsys)
+    assert_one_line_error(code, err, "--select-p")
+
+
+def test_finetune_says_why_there_is_no_held_out_split(npz_and_checkpoint, tmp_path, capsys):
+    """With fewer than 10 images the default split is empty: the CLI says so, not "(--val-split 0)"."""
+    npz, ckpt = npz_and_checkpoint
+    rng = np.random.default_rng(1)
+    few = tmp_path / "few.npz"
+    np.savez(few, x_train=rng.random((8, 1, 8, 8), dtype=np.float32), y_train=rng.integers(0, 3, 8),
+             x_test=rng.random((2, 1, 8, 8), dtype=np.float32), y_test=rng.integers(0, 3, 2))
+    base = ["finetune", "--model", str(ckpt), "--eps", "8/255", "--epochs", "1", "--max-iter", "1", "--batch-size",
+            "8", "-q", "--out", str(tmp_path / "t.pt")]
+    code, text, err = run(base + ["--dataset", f"npz:{few}"], capsys)
+    assert code == 0, err
+    assert "No held-out split: the default one is 10% of the training images, and 8 image(s) give none" in text
+    assert "--val-split 0)" not in text
+    code, text, err = run(base + ["--dataset", f"npz:{few}", "--val-split", "0.05"], capsys)
+    assert code == 0, err
+    assert "No held-out split: --val-split 0.05 of 8 training image(s) rounds down to none" in text
+    code, text, err = run(base + ["--dataset", f"npz:{npz}", "--val-split", "0"], capsys)
+    assert code == 0, err
+    assert "No held-out split (--val-split 0)" in text
 
 
 # -- errors --------------------------------------------------------------------------------------------

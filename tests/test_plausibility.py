@@ -139,3 +139,79 @@ def _checkpoint(tmp_path):
     model = SmallCNN(1, 10, 8, width=4)
     return save_checkpoint_model(tmp_path / "ckpt.pt", model, model.state_dict(),
                                  {"input_shape": [1, 8, 8], "nb_classes": 10})
+
+
+def test_cli_refuses_a_wrong_budget_for_the_demo_model_before_training(npz, tmp_path, capsys, monkeypatch):
+    from art_wdat.cli import demo
+
+    monkeypatch.setattr(demo, "train_demo_model", lambda *a, **k: pytest.fail("the demo model was trained"))
+    out = tmp_path / "out.pt"
+    for argv, option in ((["finetune", "--eps", "8", "--out", str(out)], "--eps"),
+                         (["finetune", "--eps", "0.1", "--pointwise-eps", "8", "--out", str(out)], "--pointwise-eps"),
+                         (["evaluate", "--eps", "0.1,8"], "--eps")):
+        err = one_line_error([*argv, "--model", "demo", "--dataset", "digits"], capsys)
+        assert f"{option}=8 is larger than 0.5" in err and "--allow-large-eps" in err
+    assert not out.exists()
+
+
+def test_cli_names_a_named_data_set_that_does_not_fit_before_loading_it(tmp_path, capsys, monkeypatch):
+    from art_wdat.cli import demo, loading
+
+    monkeypatch.setattr(demo, "train_demo_model", lambda *a, **k: pytest.fail("the demo model was trained"))
+    monkeypatch.setattr(loading, "load_data", lambda *a, **k: pytest.fail("the data was loaded"))
+    err = one_line_error(["evaluate", "--model", "demo", "--dataset", "cifar10", "--data-dir", str(tmp_path)], capsys)
+    assert "does not fit the model" in err and "(1, 8, 8)" in err and "(3, 32, 32)" in err
+
+
+def _no_download(monkeypatch):
+    import art_wdat.zoo
+
+    monkeypatch.setattr(art_wdat.zoo, "load_robustbench", lambda *a, **k: pytest.fail("the weights were loaded"))
+
+
+def test_cli_names_a_robustbench_model_that_does_not_fit_the_data(npz, tmp_path, capsys, monkeypatch):
+    from art_wdat.cli import loading
+
+    _no_download(monkeypatch)
+    monkeypatch.setattr(loading, "load_data", lambda *a, **k: pytest.fail("the data was loaded"))
+    models = ["--model-dir", str(tmp_path / "models")]
+    err = one_line_error(["evaluate", "--model", "rb:Standard", "--dataset", "digits", *models], capsys)
+    assert "the data set does not fit the model" in err and "rb:Standard is a RobustBench cifar10 model" in err
+    assert "(3, 32, 32)" in err and "digits has inputs of shape (1, 8, 8)" in err and "offline" not in err
+    err = one_line_error(["finetune", "--model", "rb:Standard", "--dataset", "cifar100", "--out",
+                          str(tmp_path / "o.pt"), *models], capsys)
+    assert "10 classes" in err and "cifar100 has 100 classes" in err
+    err = one_line_error(["evaluate", "--model", "rb:Augustin2020Adversarial", "--dataset", "cifar10",
+                          "--threat-model", "Linf", *models], capsys)
+    assert "L2, not Linf" in err and "--threat-model L2" in err
+    # npz data is known once loaded: still before the download.
+    monkeypatch.undo()
+    _no_download(monkeypatch)
+    err = one_line_error(["evaluate", "--model", "rb:Standard", "--dataset", f"npz:{npz[0]}", *models], capsys)
+    assert "does not fit the model" in err and "inputs of shape (1, 8, 8)" in err
+
+
+def test_robustbench_zoo_follows_the_name_and_the_data():
+    from art_wdat.cli.checks import InputFacts, RobustBenchZoo, choose_robustbench_zoo
+
+    cifar_like = InputFacts((3, 32, 32), 10, None, "npz")
+    assert choose_robustbench_zoo("Standard", "npz:x", None, cifar_like) == RobustBenchZoo("cifar10", "Linf")
+    assert choose_robustbench_zoo("Standard", "cifar10", "l2", None) == RobustBenchZoo("cifar10", "l2")
+    # A threat model not given is the one the name is filed under.
+    assert choose_robustbench_zoo("Augustin2020Adversarial", "cifar10", None, None).threat_model == "L2"
+    # Filed under CIFAR-10 and CIFAR-100: the data set picks.
+    assert choose_robustbench_zoo("Hendrycks2019Using", "cifar100", None, None).dataset == "cifar100"
+    hundred = InputFacts((3, 32, 32), 57, None, "npz")  # labels up to 56: only the CIFAR-100 model fits
+    assert choose_robustbench_zoo("Hendrycks2019Using", "npz:x", None, hundred).dataset == "cifar100"
+    assert choose_robustbench_zoo("NoSuchModel2024", "cifar10", None, None) is None
+
+
+def test_cli_checks_a_checkpoint_against_the_data_set_before_loading_it(tmp_path, capsys, monkeypatch):
+    from art_wdat.cli import loading
+
+    monkeypatch.setattr(loading, "load_data", lambda *a, **k: pytest.fail("the data was loaded"))
+    ckpt = str(_checkpoint(tmp_path))
+    err = one_line_error(["evaluate", "--model", ckpt, "--dataset", "cifar10", "--data-dir", str(tmp_path)], capsys)
+    assert "does not fit the model" in err and "expects inputs of shape (1, 8, 8) but cifar10 has (3, 32, 32)" in err
+    err = one_line_error(["evaluate", "--model", ckpt, "--dataset", "digits", "--eps", "8"], capsys)
+    assert "--eps=8 is larger than 0.5" in err

@@ -1,10 +1,12 @@
 """The ``art-wdat`` command line (also ``python -m art_wdat``): demo, evaluate, finetune.
 
-The parser is in :mod:`~art_wdat.cli.parser`, the commands in :mod:`~art_wdat.cli.commands`, model and data
-loading in :mod:`~art_wdat.cli.loading`, the demo pipeline in :mod:`~art_wdat.cli.demo`. Heavy imports (torch,
-ART, robustbench, matplotlib) happen inside the commands, so ``--help`` is instant and importing this package
-loads none of them. Errors a user can cause (unknown model, missing file, no internet, bad numbers, shape
-mismatch) end as one line on stderr and exit status 2; ``--debug`` re-raises.
+The parser is in :mod:`~art_wdat.cli.parser`, the commands in :mod:`~art_wdat.cli.commands`, the checks that
+run before any download or training in :mod:`~art_wdat.cli.checks`, model and data loading in
+:mod:`~art_wdat.cli.loading`, the demo pipeline in :mod:`~art_wdat.cli.demo` and its reference ranges in
+:mod:`~art_wdat.cli.ranges`. Heavy imports (torch, ART, robustbench, matplotlib) happen inside the commands, so
+``--help`` is instant and importing this package loads none of them. Errors a user can cause (unknown model,
+missing file, no internet, bad numbers, a data set that does not fit the model) end as one line on stderr and exit
+status 2; ``--debug`` re-raises.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from art_wdat.cli import loading
+from art_wdat.cli import checks, loading
 from art_wdat.cli.parser import (
     DEFAULT_BUDGETS,
     DEFAULT_IMAGE_BUDGETS,
@@ -50,6 +50,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
           f"{report.before.n_samples} test digits, p = {report.before.p:g}, norm = inf:")
     print()
     print(report.table)
+    print(report.placement_text())
+    print()
     print(f"Total {report.seconds['total']:.1f} s. Wrote {', '.join(report.files.values())}")
     return 0
 
@@ -66,6 +68,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     budgets = args.eps if args.eps is not None else parse_budgets(DEFAULT_BUDGETS.get(args.dataset,
                                                                                       DEFAULT_IMAGE_BUDGETS))
     loading.check_model_spec(args.model)
+    checks.check_plan(args, {"--eps": budgets})  # before any download, and before the demo model trains
     settings = EvaluationSettings(max_iter=args.max_iter or 20, batch_size=args.batch_size,
                                   autoattack_version=args.autoattack_version, autoattack_max_iter=args.aa_iter,
                                   apgd_art_max_iter=args.apgd_iter, apgd_art_restarts=args.apgd_restarts,
@@ -99,6 +102,11 @@ def _write_evaluation(result: EvaluationResult, out: Path) -> None:
     print(f"Wrote {', '.join(map(str, files))}")
 
 
+def training_eps(args: argparse.Namespace) -> float:
+    """finetune's budget δ: --eps, else 0.1 on digits and 8/255 on other data."""
+    return args.eps if args.eps is not None else (0.1 if args.dataset == "digits" else 8 / 255)
+
+
 def cmd_finetune(args: argparse.Namespace) -> int:
     """``art-wdat finetune``: W-TRADES fine-tuning to a checkpoint, the epoch kept chosen on a held-out split."""
     from art_wdat import distributed
@@ -108,6 +116,9 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     if out.is_dir():
         raise ValueError(f"--out must be a checkpoint file, {out} is a folder")
     loading.check_model_spec(args.model)
+    # Before any download or training (the demo model's included): the data fits the model, the budgets their box.
+    pointwise_eps = getattr(args, "pointwise_eps", None)
+    checks.check_plan(args, {"--eps": [training_eps(args)], "--pointwise-eps": [pointwise_eps or 0.0]})
     with distributed.launched(distributed.backend_for(args.device)) as (world, rank):
         run = _finetune(args, verbose=not args.quiet and rank == 0)
     if rank != 0:
@@ -116,6 +127,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     selection = trainer.selection
     meta = dict(loaded.meta)
     meta["extra"] = {"finetuned_from": loaded.label, "dataset": args.dataset, "eps": trainer.eps, "p": args.p,
+                     "select_p": trainer.selection_p, "val_pointwise": trainer.val_pointwise,
+                     "val_every": args.val_every,
                      "norm": "inf" if math.isinf(args.norm) else args.norm, "beta": args.beta,
                      "recipe": run.recipe.to_dict(), "epochs": args.epochs, "lr": args.lr, "seed": args.seed,
                      "ranks": world, "global_batch_size": args.batch_size * world, "method": trainer.method,
@@ -130,7 +143,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
           f"δ = {trainer.eps:.4g}, {world} rank(s): {run.recipe.describe()}.")
     if selection is None:
         last = history[-1] if history else {}
-        print(f"No held-out split (--val-split 0): kept the last epoch; its training loss "
+        print(f"{_no_split_reason(args, run.n_train)}: kept the last epoch; its training loss "
               f"{last.get('loss', math.nan):.4f}, clean acc {last.get('train_clean_acc', math.nan):.4f}, "
               f"robust acc {last.get('train_robust_acc', math.nan):.4f}.")
     else:
@@ -141,17 +154,34 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         print(table)
         files = _write_selection_report(path, meta["extra"], table)
         print(f"Wrote {', '.join(map(str, files))}")
-    print(f"Wrote {path}; evaluate it on the test split with:\n  {_evaluate_command(options, args, trainer.eps)}")
+    print(f"Wrote {path}; evaluate it on the test split with:\n  {_evaluate_command(options, args, trainer)}")
     return 0
 
 
-def _evaluate_command(options: str, args: argparse.Namespace, eps: float) -> str:
-    """The ``art-wdat evaluate`` line for the fine-tuned model at eps/2, eps and 2·eps, the training p and norm."""
+def _no_split_reason(args: argparse.Namespace, n_train: int) -> str:
+    """Why no epoch was chosen on a held-out split: asked for (--val-split 0), or too few images for the default."""
+    if args.val_split == 0:
+        return "No held-out split (--val-split 0)"
+    if args.val_split is not None:
+        return f"No held-out split: --val-split {args.val_split:g} of {n_train} training image(s) rounds down to none"
+    from art_wdat.training.recipe import VAL_SPLIT_FRACTION
+
+    return (f"No held-out split: the default one is {100 * VAL_SPLIT_FRACTION:g}% of the training images, and "
+            f"{n_train} image(s) give none (pass --val-split N to hold out N of them)")
+
+
+def _evaluate_command(options: str, args: argparse.Namespace, trainer: WassersteinTRADESTrainer) -> str:
+    """The ``art-wdat evaluate`` line for the fine-tuned model at eps/2, eps and 2·eps (those within the input box),
+    the order p epochs were selected by and the ground norm."""
+    from art_wdat.training.judge import budgets_in_box
     from art_wdat.training.selection import budget_label
 
-    budgets = ",".join(budget_label(d) for d in ((eps / 2, eps, 2 * eps) if eps > 0 else (eps,)))
+    eps, clf = float(trainer.eps), trainer.get_classifier()
+    budgets, _ = budgets_in_box((eps / 2, eps, 2 * eps) if eps > 0 else (eps,), eps, args.norm, clf.clip_values,
+                                clf.input_shape)
     norm = "inf" if math.isinf(args.norm) else f"{args.norm:g}"
-    return f"{PROG} evaluate {options} --dataset {args.dataset} --eps {budgets} --p {args.p:g} --norm {norm}"
+    return (f"{PROG} evaluate {options} --dataset {args.dataset} --eps {','.join(map(budget_label, budgets))} "
+            f"--p {trainer.selection_p:g} --norm {norm}")
 
 
 @dataclass
@@ -180,7 +210,7 @@ def _finetune(args: argparse.Namespace, verbose: bool) -> _FinetuneRun:
 
     x, y = loading.load_data(args, "train")
     loaded = loading.load_model(args.model, args, (x, y))
-    eps = args.eps if args.eps is not None else (0.1 if args.dataset == "digits" else 8 / 255)
+    eps = training_eps(args)
     loading.check_budgets(loaded.classifier, [eps], args.norm, args.allow_large_eps)
     (x_tr, y_tr), validation = split_held_out(x, y, held_out_size(len(x), args.val_split))
     recipe = FinetuneRecipe(optimizer=args.optimizer, lr=args.lr, schedule=args.schedule, epochs=args.epochs,
@@ -195,10 +225,11 @@ def _finetune(args: argparse.Namespace, verbose: bool) -> _FinetuneRun:
     trainer = WassersteinTRADESTrainer(clf, eps=eps, p=args.p, norm=args.norm, beta=args.beta,
                                        finetune=None if args.finetune_mode == "none" else args.finetune_mode,
                                        weight_noise=args.weight_noise, eval_max_iter=args.val_iter, amp=args.amp,
-                                       allow_large_eps=args.allow_large_eps, **variant)
+                                       allow_large_eps=args.allow_large_eps, select_p=args.select_p,
+                                       val_pointwise=args.val_pointwise, **variant)
     tolerances = Tolerances(clean=args.clean_tolerance / 100, pointwise=args.pointwise_tolerance / 100)
     history = trainer.fit(x_tr, y_tr, validation_data=validation, recipe=recipe, tolerances=tolerances,
-                          seed=args.seed, verbose=verbose)
+                          seed=args.seed, verbose=verbose, val_every=args.val_every)
     n_val = 0 if validation is None else len(validation[0])
     return _FinetuneRun(trainer, loaded, list(history), recipe, len(x_tr), n_val)
 

@@ -6,7 +6,8 @@
 3. the side-by-side evaluation (:func:`~art_wdat.evaluation.evaluate`);
 4. a W-TRADES fine-tune (``p = 2``) of that model;
 5. the evaluation again, a before/after table, and report.json, report.md, curve.png (accuracy per attack at the
-   evaluated budgets) and knapsack_curve.png (the knapsack's whole accuracy-versus-budget curve, one line per p).
+   evaluated budgets) and knapsack_curve.png (the knapsack's whole accuracy-versus-budget curve, one line per p);
+6. where the run falls against the README's ranges over seeds and torch thread counts (:mod:`art_wdat.cli.ranges`).
 
 Every random draw is seeded from ``seed``: on the CPU, with the same number of torch threads, two runs
 give the same numbers (wall times aside). The library never prints: progress goes to tqdm bars (stderr),
@@ -28,8 +29,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from art_wdat.cli.ranges import Placement, load_reference, place
 from art_wdat.core.engine import StepMethod
 from art_wdat.evaluation import (
+    ATTACK_NAMES,
     EvaluationResult,
     EvaluationSettings,
     compare_markdown,
@@ -123,6 +126,9 @@ class DemoReport:
     :ivar history: Training records: {"trades": [...], "wtrades": [...]} (the trainer's per-epoch dicts).
     :ivar seconds: Wall time of each stage and the total.
     :ivar files: Paths written, by kind ("json", "markdown", "png", "knapsack_png").
+    :ivar settings: "default", "quick" or "custom".
+    :ivar placement: Where the run falls against the README's ranges for its settings (None when none are
+        shipped for them: custom settings).
     """
 
     before: EvaluationResult
@@ -132,12 +138,31 @@ class DemoReport:
     history: dict = field(default_factory=dict)
     seconds: dict = field(default_factory=dict)
     files: dict = field(default_factory=dict)
+    settings: str = "custom"
+    placement: Placement | None = None
+
+    def __repr__(self) -> str:
+        """One line: settings, seed, clean and strongest-attack accuracy before → after, time, placement."""
+        last = self.after.budgets[-1] if self.after.budgets else None
+        worst = ""
+        if last is not None and last.best_attack is not None:
+            before = {b.budget: b for b in self.before.budgets}.get(last.budget)
+            was = before.accuracy(last.best_attack) if before is not None else math.nan
+            name = ATTACK_NAMES.get(last.best_attack, last.best_attack)
+            worst = f", {name} at δ={last.budget:g} {was:.4f} → {last.accuracy(last.best_attack):.4f}"
+        placed = ""
+        if self.placement is not None:
+            placed = f", {self.placement.inside} of {self.placement.total} cells in range"
+        return (f"DemoReport({self.settings} settings, seed {self.config.get('seed')}: clean "
+                f"{self.before.clean_accuracy:.4f} → {self.after.clean_accuracy:.4f}{worst}, "
+                f"{self.seconds.get('total', math.nan):.1f} s{placed})")
 
     def to_dict(self) -> dict:
         """JSON-safe dict (see :meth:`EvaluationResult.to_dict`)."""
-        return json_safe({"config": self.config, "labels": list(LABELS), "before": self.before.to_dict(),
-                           "after": self.after.to_dict(), "table": self.table, "history": self.history,
-                           "seconds": self.seconds})
+        return json_safe({"config": self.config, "settings": self.settings, "labels": list(LABELS),
+                          "before": self.before.to_dict(), "after": self.after.to_dict(), "table": self.table,
+                          "history": self.history, "seconds": self.seconds,
+                          "placement": None if self.placement is None else self.placement.to_dict()})
 
     def to_json(self, indent: int = 2) -> str:
         """The report as strict JSON."""
@@ -147,9 +172,11 @@ class DemoReport:
     def from_json(cls, text: str) -> DemoReport:
         """Read back a report.json (``files`` is not stored)."""
         data = json.loads(text)
+        placement = data.get("placement")
         return cls(before=EvaluationResult.from_dict(data["before"]), after=EvaluationResult.from_dict(data["after"]),
                    table=data["table"], config=data["config"], history=data.get("history", {}),
-                   seconds=data.get("seconds", {}))
+                   seconds=data.get("seconds", {}), settings=data.get("settings", "custom"),
+                   placement=Placement(**placement) if placement else None)
 
     def to_markdown(self) -> str:
         """report.md: the before/after table, then each full evaluation."""
@@ -160,8 +187,16 @@ class DemoReport:
                  f"δ = {cfg['finetune_eps']:g}, inner solver {cfg['finetune_method']}, "
                  f"{cfg['finetune_epochs']} epochs). Seed {cfg['seed']}; "
                  f"total {self.seconds.get('total', math.nan):.1f} s.", "", "## Before / after", "", self.table,
+                 self.placement_text(), "",
                  self.before.to_markdown(title=f"{LABELS[0]} model"), self.after.to_markdown(title=f"{LABELS[1]}")]
         return "\n".join(lines)
+
+    def placement_text(self) -> str:
+        """Where the run falls against the README's ranges, or why it is not compared."""
+        if self.placement is not None:
+            return self.placement.summary()
+        return (f"No reference ranges for these ({self.settings}) settings: the README's are for the default "
+                "settings (and --quick).")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -307,7 +342,9 @@ def run_demo(out_dir: str | os.PathLike = "art-wdat-out", *, seed: int = 0, quic
     stages.seconds["total"] = time.perf_counter() - begin
     report = DemoReport(before=before, after=after, table=compare_markdown(before, after, LABELS),
                         config=_config_dict(config), history={"trades": trades_history, "wtrades": wtrades_history},
-                        seconds=stages.seconds)
+                        seconds=stages.seconds, settings=kind)
+    reference = load_reference(kind, report.config) if kind != "custom" else None
+    report.placement = place(before, after, reference) if reference is not None else None
     report.files = write_report(report, out_dir)
     return report
 

@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from art_wdat.cli.checks import DEMO_MODEL, choose_robustbench_zoo, data_facts
+
 if TYPE_CHECKING:
     import numpy as np
     from art.estimators.classification import PyTorchClassifier
 
 logger = logging.getLogger("art_wdat.cli")
-
-DEMO_MODEL = "demo"
 
 
 @dataclass
@@ -38,17 +38,12 @@ class LoadedModel:
     label: str = ""
 
 
-def _rb_dataset(dataset: str) -> str:
-    """The RobustBench zoo to look in: the dataset's own for CIFAR, else CIFAR-10 (shape checks catch misuse)."""
-    return dataset if dataset in ("cifar10", "cifar100") else "cifar10"
-
-
 Data = tuple["np.ndarray", "np.ndarray"]
 
 
 def load_model(spec: str, args: argparse.Namespace, data: Data | None = None) -> LoadedModel:
-    """Resolve ``--model``: ``rb:<name>``, ``demo``, ``FILE.py:FACTORY[:ARGS]``, a TorchScript or ``torch.export``
-    file, or a local checkpoint.
+    """Resolve ``--model``: ``rb:<name>``, ``demo``, ``FILE.py:FACTORY[:ARGS]``, a TorchScript, ``torch.export`` or
+    ONNX file, or a local checkpoint.
 
     :param data: The (x, y) the model is for: a model file takes its input shape from them, and a model that does
         not fit them is refused before anything expensive runs (the demo model's training).
@@ -57,10 +52,13 @@ def load_model(spec: str, args: argparse.Namespace, data: Data | None = None) ->
     from art_wdat.zoo import RB_PREFIX
     from art_wdat.zoo.user import is_user_model
 
-    user = is_user_model(spec)
+    onnx = spec.lower().endswith(".onnx")
+    user = is_user_model(spec) or onnx
     check_model_options(spec, args, user)
-    if spec.startswith(RB_PREFIX):
-        loaded = _robustbench_model(spec, args)
+    if onnx:
+        loaded = _onnx_model(spec, args, data)
+    elif spec.startswith(RB_PREFIX):
+        loaded = _robustbench_model(spec, args, data)
     elif spec == DEMO_MODEL:
         loaded = _demo_model(args, data)
     elif user:
@@ -103,18 +101,48 @@ def _user_model(spec: str, args: argparse.Namespace, data: Data | None) -> Loade
     return LoadedModel(clf, None, meta, spec)
 
 
-def _robustbench_model(spec: str, args: argparse.Namespace) -> LoadedModel:
-    """``--model rb:<name>``: a RobustBench model of the dataset's zoo (CIFAR-10 for other data sets)."""
+def _onnx_model(spec: str, args: argparse.Namespace, data: Data | None) -> LoadedModel:
+    """``--model FILE.onnx``: an ONNX model converted to torch by ``onnx2torch`` (gradients and all), [0, 1] inputs of
+    the data's shape; its batch dimension must be dynamic."""
+    if not Path(spec).is_file():
+        raise FileNotFoundError(f"--model {spec!r}: no ONNX file there")
+    import importlib
+
+    try:
+        convert = importlib.import_module("onnx2torch").convert
+    except ImportError as err:
+        raise ImportError("--model FILE.onnx needs the onnx2torch package: pip install onnx2torch") from err
+    if data is None:
+        raise ValueError(f"--model {spec}: an ONNX model takes its input shape from the data")
+    from art_wdat.zoo.user import wrap_user_module
+
+    preprocessing = None if getattr(args, "mean", None) is None else [args.mean, args.std]
+    shape = list(data[0].shape[1:])
+    try:
+        clf = wrap_user_module(convert(spec).eval(), shape, preprocessing=preprocessing, device=args.device)
+    except (ValueError, RuntimeError) as err:
+        raise ValueError(f"--model {spec} on {args.dataset}: {err}") from err
+    meta = {"input_shape": shape, "nb_classes": clf.nb_classes, "clip_values": [0.0, 1.0],
+            "preprocessing": preprocessing}
+    return LoadedModel(clf, None, meta, spec)
+
+
+def _robustbench_model(spec: str, args: argparse.Namespace, data: Data | None) -> LoadedModel:
+    """``--model rb:<name>``: a RobustBench model from the zoo its name is filed under that fits the data (the
+    data set's own for CIFAR), refused before the download when none fits."""
     from art_wdat.zoo import RB_PREFIX, load_robustbench
 
     name = spec[len(RB_PREFIX):]
     if not name:
         raise ValueError("--model rb: needs a RobustBench model name, e.g. rb:Addepalli2022Efficient_RN18")
-    dataset = _rb_dataset(args.dataset)
-    clf = load_robustbench(name, dataset=dataset, threat_model=args.threat_model, model_dir=args.model_dir,
+    zoo = choose_robustbench_zoo(name, args.dataset, args.threat_model, data_facts(args.dataset, data))
+    # A name RobustBench does not file: its loader says so, with the closest names.
+    dataset = zoo.dataset if zoo is not None else ("cifar100" if args.dataset == "cifar100" else "cifar10")
+    threat_model = zoo.threat_model if zoo is not None else (args.threat_model or "Linf")
+    clf = load_robustbench(name, dataset=dataset, threat_model=threat_model, model_dir=args.model_dir,
                            device=args.device)
     meta = {"input_shape": list(clf.input_shape), "nb_classes": clf.nb_classes, "clip_values": [0.0, 1.0],
-            "dataset": dataset, "threat_model": args.threat_model}
+            "dataset": dataset, "threat_model": threat_model}
     return LoadedModel(clf, spec, meta, spec)
 
 

@@ -141,7 +141,9 @@ def _model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True, help="cifar10, cifar100, digits or npz:PATH")
     parser.add_argument("--data-dir", default=None, help="folder holding the CIFAR data (default ./data)")
     parser.add_argument("--model-dir", default="./models", help="RobustBench model folder (./models)")
-    parser.add_argument("--threat-model", default="Linf", help="RobustBench threat model: Linf, L2, ... (Linf)")
+    parser.add_argument("--threat-model", default=None,
+                        help="RobustBench threat model: Linf, L2, corruptions (default: the one the model's name is "
+                             "filed under; Linf when it is filed under several)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (cpu)")
     parser.add_argument("--n-samples", type=_arg_type(_integer, "--n-samples", _AT_LEAST_ONE), default=None,
                         help="use only the first N images")
@@ -230,9 +232,20 @@ def _add_finetune(sub: Any) -> argparse.ArgumentParser:
                     default=1.5, help="points of held-out clean accuracy an epoch may lose against the start and "
                                       "still be kept (1.5)")
     ft.add_argument("--pointwise-tolerance", type=_arg_type(parse_number, "--pointwise-tolerance", _NON_NEGATIVE),
-                    default=1.0, help="points of held-out AutoAttack accuracy at --eps an epoch may lose (1.0)")
+                    default=1.0, help="points of held-out pointwise accuracy at ε an epoch may lose (1.0)")
     ft.add_argument("--val-iter", type=_arg_type(_integer, "--val-iter", _AT_LEAST_ONE), default=20,
-                    help="iterations of each held-out attack run: APGD-CE, APGD-T, W-AutoAttack's W-PGD (20)")
+                    help="iterations of each held-out attack run: W-AutoAttack's W-PGD (and with --val-pointwise "
+                         "autoattack, APGD-CE and APGD-T) (20)")
+    ft.add_argument("--val-every", type=_arg_type(_integer, "--val-every", _AT_LEAST_ONE), default=1,
+                    help="measure the held-out split after every N-th epoch and after the last (1); only measured "
+                         "epochs can be kept")
+    ft.add_argument("--select-p", type=_arg_type(parse_number, "--select-p", _ORDER), default=None,
+                    help="Wasserstein order of the held-out W-AutoAttack that ranks the epochs, in [1, inf] "
+                         "(default: --p); e.g. --p inf --select-p 2 trains TRADES and keeps the epoch best under W_2")
+    ft.add_argument("--val-pointwise", choices=("min-norm", "autoattack"), default="min-norm",
+                    help="held-out pointwise accuracy at ε: min-norm (from W-AutoAttack's minimum-norm flip costs, "
+                         "no extra attack) or autoattack (APGD-CE + APGD-T of the autoattack package; images in "
+                         "[0, 1]) (min-norm)")
     ft.add_argument("--method", choices=("wpgd", "budget", "knapsack"), default=None,
                     help="inner solver (default: the trainer's)")
     ft.add_argument("--inner-loss", choices=("kl", "rekl", "redlr"), default=None,
