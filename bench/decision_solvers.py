@@ -119,8 +119,7 @@ def linear_rows(args: argparse.Namespace, data: tuple) -> list[dict]:
         lo = (-g.uniform(0.0, 0.3, 64)).astype(np.float32)
         hi = (1 + g.uniform(0.0, 1.0, 64)).astype(np.float32)
         exact_box = exact_costs(w, b, x, y, norm, lo, hi)
-        for per_feature in (False, True):
-            method = default_min_norm(norm, per_feature=per_feature)
+        for method in (default_min_norm(norm), "fab+fmn+apgd" if norm != 1.0 else "fab+fmn"):
             costs, correct, info = run(layer, x, y, norm, method, clip=(lo, hi))
             rows.append({"model": "logistic (gradients)", "norm": name, "box": "per-feature", **info,
                          **compare(costs, exact_box, correct)})

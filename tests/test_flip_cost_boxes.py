@@ -67,7 +67,7 @@ def check(fc, forward, x, y, w, b, norm, lo, hi):
 @pytest.mark.parametrize("norm", [math.inf, 2.0, 1.0])
 def test_per_feature_box_defaults_reach_the_exact_minimum(linear, norm):
     forward, w, b, x, y, lo, hi = linear
-    method = default_min_norm(norm, per_feature=True)
+    method = default_min_norm(norm)
     fc = min_norm_costs(forward, torch.from_numpy(x), torch.from_numpy(y), norm=norm, method=method, clip=(lo, hi),
                         n_iter=20, rounds=6)
     check(fc, forward, x, y, w, b, norm, lo, hi)

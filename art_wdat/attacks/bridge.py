@@ -133,12 +133,6 @@ def eval_mode(estimator: object) -> contextlib.AbstractContextManager:
     return est.eval_mode(estimator) if is_pytorch(estimator) else contextlib.nullcontext()
 
 
-def per_feature_box(clip: tuple[torch.Tensor, torch.Tensor] | None) -> bool:
-    """Whether the box ``clip`` (the attack's tensors of ``clip_values``) has bounds that differ between features (the
-    flip-cost solvers' defaults then differ: :func:`~art_wdat.attacks.flip_costs.default_min_norm`)."""
-    return clip is not None and any(bool((bound != bound.flatten()[0]).any()) for bound in clip if bound.numel())
-
-
 @contextlib.contextmanager
 def _without_postprocessing(estimator: Any) -> Iterator[None]:
     """``predict`` without the estimator's postprocessors, restored after (ART has no switch for it)."""

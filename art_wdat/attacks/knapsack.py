@@ -200,7 +200,7 @@ def knapsack_attack(estimator: PyTorchClassifier, x: np.ndarray, y: np.ndarray, 
     with bridge.eval_mode(estimator):
         if costs is None:
             norm = parse_norm(threat.norm)
-            method = min_norm or default_min_norm(norm, gradients=gradients, per_feature=bridge.per_feature_box(clip))
+            method = min_norm or default_min_norm(norm, gradients=gradients)
             costs = min_norm_costs(forward, x_t, y_t, norm=norm, method=method,
                                    **({"clip": clip} | (min_norm_options or {})))
         x_adv, selected, leftover = knapsack_torch(forward, x_t, y_t, threat, costs, batch_size=batch_size, clip=clip,

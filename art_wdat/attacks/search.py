@@ -94,14 +94,12 @@ class FlipCostSearch:
             result.components = component_results(candidates, x, threat, n, self.targeted, reducer)
         return best.x_adv, result
 
-    def solver(self, clip: Clip | None = None) -> MinNormMethod:
-        """The flip-cost solvers of this attack on its estimator: ``min_norm``, or the default for the ground norm,
-        the estimator (gradient solvers, or decision-based ones for a predict-only estimator) and the box ``clip``
-        (one interval for every feature, or per-feature bounds)."""
+    def solver(self) -> MinNormMethod:
+        """The flip-cost solvers of this attack on its estimator: ``min_norm``, or the default for the ground norm and
+        the estimator (gradient solvers, or decision-based ones for a predict-only estimator)."""
         if self.min_norm is not None:
             return self.min_norm
-        return default_min_norm(self.ball.norm, gradients=bridge.kind_of(self.estimator) != "predict",
-                                per_feature=bridge.per_feature_box(clip))
+        return default_min_norm(self.ball.norm, gradients=bridge.kind_of(self.estimator) != "predict")
 
     def _costs(self, forward: Forward, x: torch.Tensor, y: torch.Tensor,
                clip: Clip | None) -> tuple[FlipCosts, float]:
@@ -111,7 +109,7 @@ class FlipCostSearch:
         options: dict[str, Any] = {"clip": clip}
         if self.max_queries is not None:
             options["max_queries"] = self.max_queries
-        return self._flip_costs.costs(forward, x, y, self.ball.norm, self.solver(clip), model=key, options=options)
+        return self._flip_costs.costs(forward, x, y, self.ball.norm, self.solver(), model=key, options=options)
 
     def _refined(self, forward: Forward, x: torch.Tensor, y: torch.Tensor, costs: FlipCosts,
                  clip: Clip | None) -> tuple[FlipCosts, float]:

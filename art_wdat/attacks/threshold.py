@@ -33,7 +33,8 @@ LIMIT_FRACTION, MIN_LIMIT = 0.02, 8
 REFINE_METHOD: MinNormMethod = "fab-t+fmn-t"
 #: Its effort: FAB and FMN targeted at the 4 likeliest other classes, with longer runs, and a finer and longer
 #: bisection than the first pass; about 6 times the first pass's time per refined input.
-REFINE_OPTIONS = {"n_iter": 50, "restarts": 1, "targets": 4, "fmn_steps": 200, "rounds": 10, "apgd_iter": 50}
+REFINE_OPTIONS = {"n_iter": 50, "restarts": 1, "targets": 4, "fmn_targets": 4, "fmn_steps": 200, "rounds": 10,
+                  "apgd_iter": 50}
 
 
 def decisive_inputs(costs: torch.Tensor, correct: torch.Tensor, budgets: Sequence[tuple[float, float]], *,
@@ -111,7 +112,8 @@ def refine_near_threshold(forward: Forward, x: torch.Tensor, y: torch.Tensor, co
         opts = {**REFINE_OPTIONS, **options}
         # Targeted runs against the likeliest other classes: no more than the model has.
         n_classes = int(forward(xs[:1]).shape[1])
-        opts["targets"] = max(1, min(int(opts["targets"]), n_classes - 1))
+        for key in ("targets", "fmn_targets"):
+            opts[key] = max(1, min(int(opts[key]), n_classes - 1))
         found = min_norm_costs(forward, xs, ys, norm=norm, method=REFINE_METHOD, clip=box, seed=seed, **opts)
         merged = old.merge(found)
         if norm != 1.0:

@@ -124,12 +124,15 @@ class WassersteinDistributionalAttack(FlipCostSearch, ThreatKeywords, EvasionAtt
                               over the iterations.
         :param min_norm: The per-input minimum-norm solver behind the flip costs of "knapsack" and "auto" (see
                          :mod:`art_wdat.attacks.flip_costs`): solvers joined by "+", each input keeping the
-                         cheapest verified cost of any: "fab+fmn+apgd" (the default under ℓ∞ and ℓ2, the strongest
-                         measured: FAB and FMN, then the APGD bisection from the cheaper), "fab+fmn" (the default at
-                         ℓ1, where the APGD bisection does not run), "fab+apgd", "fab+apgd+fmn", "fmn", "fab",
-                         "fab-t" or "apgd"; for a predict-only estimator, the decision-based chains ("rays+rays-t" at
-                         ℓ∞, "rays+hsja+refine" at ℓ2 and ℓ1 by default; they also run on any other estimator). None:
-                         the default for the ground norm and the estimator.
+                         cheapest verified cost of any: "fab+fmn-t+apgd" (the default under ℓ∞ and ℓ2, the strongest
+                         measured: FAB and FMN targeted at the 3 likeliest other classes, then the APGD bisection from
+                         the cheaper), "fab+fmn-t" (the default at ℓ1, where the APGD bisection does not run),
+                         "fab+fmn+apgd", "fab+fmn", "fab+apgd", "fab+apgd+fmn", "fmn", "fab",
+                         "fab-t" or "apgd"; in a box with per-feature bounds "fab+fmn-t+apgd" ("fab+fmn-t" at ℓ1); for a
+                         predict-only estimator, the decision-based chains ("rays+rays-t+refine" at ℓ∞,
+                         "rays+hsja-t+refine" at ℓ2 and ℓ1 by default; they also run on any other estimator). None:
+                         the default for the ground norm, the box and the estimator
+                         (:func:`~art_wdat.attacks.flip_costs.default_min_norm`).
         :param process_group: ``torch.distributed`` group whose ranks' inputs form one distribution; default: the
                               world group when torch.distributed is initialised; ``False`` forces a local attack.
         :param max_device_bytes: Device memory the attack's copies of x may take (x, x_adv, gradients, best

@@ -145,11 +145,9 @@ def build_attack(name: str, classifier: Classifier, budget: float, *, p: float, 
 def min_norm_for(norm: float, classifier: object = None) -> MinNormMethod:
     """W-AutoAttack's flip-cost solvers for the ground norm and the classifier
     (:func:`~art_wdat.attacks.flip_costs.default_min_norm`: gradient solvers, or decision-based ones for a
-    predict-only classifier, for its box; None: a classifier with gradients in one interval)."""
+    predict-only classifier; None: a classifier with gradients)."""
     gradients = classifier is None or bridge.kind_of(classifier) != "predict"
-    clip = getattr(classifier, "clip_values", None)
-    per_feature = clip is not None and any(np.ptp(np.asarray(bound, dtype=np.float64)) > 0 for bound in clip)
-    return default_min_norm(norm, gradients=gradients, per_feature=per_feature)
+    return default_min_norm(norm, gradients=gradients)
 
 
 def skip_reason(name: str, classifier: object) -> str | None:
