@@ -308,3 +308,13 @@ def test_evaluate_takes_any_classifier_and_says_what_it_skipped():
     assert len(skipped) == 5 and all("ScikitlearnRandomForestClassifier" in n for n in skipped)
     assert result.budgets[0].accuracy("wauto") < result.clean_accuracy
     assert "W-AutoAttack" in result.to_markdown() and "PGD skipped" in result.to_markdown()
+
+
+def test_results_print_as_short_summaries(digits_clf, digits):
+    """``repr`` of an evaluation and of its curve stays a few lines, whatever the number of inputs."""
+    x, y = digits[2][:40], digits[3][:40]
+    res = evaluate(digits_clf, x, y, [0.05, 0.1], attacks=("wpgd", "wauto"), settings=SETTINGS)
+    text = repr(res)
+    assert text.startswith("EvaluationResult(") and len(text.splitlines()) <= 2 + len(res.budgets)
+    assert "W-AutoAttack" in text and len(text) < 800
+    assert res.curve is not None and len(repr(res.curve)) < 200 and "40 inputs" in repr(res.curve)

@@ -64,6 +64,7 @@ def test_selection_keeps_the_start_when_no_epoch_beats_it():
     assert sel.kept_epoch == 0
     line = sel.summary()
     assert line.startswith("Kept the start weights") and "best epoch 1" in line and "\n" not in line
+    assert repr(sel) == f"Selection(2 epoch(s) measured, kept_epoch=0): {line}"
     assert Selection.from_dict(sel.to_dict()).to_dict() == sel.to_dict()
 
 

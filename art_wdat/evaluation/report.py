@@ -65,7 +65,7 @@ class BudgetResult:
         return outcome.accuracy if outcome is not None else math.nan
 
 
-@dataclass
+@dataclass(repr=False)
 class AccuracyCurve:
     """Accuracy of the knapsack attack against the budget, for several orders p, from one set of flip costs.
 
@@ -87,6 +87,13 @@ class AccuracyCurve:
     sorted_costs: list = field(default_factory=list)
     source_budget: float = math.nan
     per_255: bool = False
+
+    def __repr__(self) -> str:
+        """A short summary: the orders, the budget range and the inputs (the arrays stay attributes)."""
+        never = sum(1 for c in self.sorted_costs if math.isinf(c))
+        span = f"δ from {_fmt_budget(self.deltas[0])} to {_fmt_budget(self.deltas[-1])}" if self.deltas else "no δ"
+        return (f"AccuracyCurve(p in {list(self.accuracy)}, {len(self.deltas)} budgets, {span}; "
+                f"{len(self.sorted_costs)} inputs, {never} never flipped)")
 
     def at(self, p: float, delta: float) -> float:
         """The stored accuracy for order ``p`` at budget ``delta`` (KeyError/ValueError if not stored)."""
@@ -113,7 +120,7 @@ class AccuracyCurve:
         return lines + _table(["budget δ", *(f"p = {q}" for q in orders)], rows)
 
 
-@dataclass
+@dataclass(repr=False)
 class EvaluationResult:
     """The side-by-side evaluation of one classifier on one data set.
 
@@ -160,6 +167,18 @@ class EvaluationResult:
     curve: AccuracyCurve | None = None
     flip_cost_seconds: float = math.nan
     per_255: bool = False
+
+    def __repr__(self) -> str:
+        """A short summary: one line per budget with each attack's accuracy (:meth:`to_markdown` has everything)."""
+        lines = [f"EvaluationResult(p={format_order(self.p)}, norm={format_order(self.norm)}, {self.n_samples} "
+                 f"inputs, clean {self.clean_accuracy:.4f}, sensitivity {self.sensitivity:.4g}, "
+                 f"{self.seconds:.1f} s)"]
+        for b in self.budgets:
+            accs = ", ".join(f"{ATTACK_NAMES.get(k, k)} {o.accuracy:.4f}" for k, o in b.attacks.items())
+            lines.append(f"  δ = {_fmt_budget(b.budget)}: {accs}; R^u {b.r_upper:.4f}, R^l {b.r_lower:.4f}")
+        if self.notes:
+            lines.append(f"  {len(self.notes)} note(s): see .notes")
+        return "\n".join(lines)
 
     # -- serialisation ----------------------------------------------------------------------------------
     def to_dict(self) -> dict:

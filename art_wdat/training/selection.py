@@ -68,7 +68,7 @@ def qualifies(record: dict, start: dict, tolerances: Tolerances) -> bool:
                for key in POINTWISE_KEYS if key in start)
 
 
-@dataclass
+@dataclass(repr=False)
 class Selection:
     """The held-out selection of one fine-tune.
 
@@ -151,6 +151,10 @@ class Selection:
     def best_epoch(self) -> dict | None:
         """The epoch with the highest W-AutoAttack accuracy, qualifying or not (None before any)."""
         return max(self.epochs, key=lambda r: r[WAUTO], default=None)
+
+    def __repr__(self) -> str:
+        """A short summary (:meth:`summary`); the records stay attributes."""
+        return f"Selection({len(self.epochs)} epoch(s) measured, kept_epoch={self.kept_epoch}): {self.summary()}"
 
     def summary(self) -> str:
         """One plain line: which epoch's weights the model holds, and why."""
