@@ -32,24 +32,12 @@ TOLERANCE = 1e-9
 
 
 def table_rows(before: EvaluationResult, after: EvaluationResult) -> list[dict[str, Any]]:
-    """The cells of the demo's before/after table: one dict per row with ``budget`` (None for the rows without one),
-    ``quantity`` and a value for each of :data:`COLUMNS`."""
-    from art_wdat.evaluation.registry import ATTACK_NAMES
+    """The cells of the demo's before/after table (:func:`~art_wdat.evaluation.report.compare_cells`): one dict per
+    row with ``budget`` (None for the rows without one), ``quantity`` and a value for each of :data:`COLUMNS`."""
+    from art_wdat.evaluation.report import compare_cells
 
-    def row(budget: float | None, quantity: str, v0: float, v1: float) -> dict[str, Any]:
-        return {"budget": budget, "quantity": quantity, COLUMNS[0]: v0, COLUMNS[1]: v1, COLUMNS[2]: v1 - v0}
-
-    rows = [row(None, "clean accuracy", before.clean_accuracy, after.clean_accuracy),
-            row(None, "Υ (sensitivity)", before.sensitivity, after.sensitivity)]
-    attacks = [a for a in before.attacks if a in after.attacks]
-    after_by_budget = {b.budget: b for b in after.budgets}
-    for b in before.budgets:
-        a = after_by_budget.get(b.budget)
-        if a is None:
-            continue
-        rows += [row(b.budget, ATTACK_NAMES[k], b.accuracy(k), a.accuracy(k)) for k in attacks]
-        rows += [row(b.budget, "R^u", b.r_upper, a.r_upper), row(b.budget, "R^l", b.r_lower, a.r_lower)]
-    return rows
+    return [{"budget": budget, "quantity": quantity, COLUMNS[0]: v0, COLUMNS[1]: v1, COLUMNS[2]: v1 - v0}
+            for budget, quantity, v0, v1 in compare_cells(before, after)]
 
 
 def reference_config(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -306,29 +306,41 @@ def _table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> list:
     return out + ["| " + " | ".join(r) + " |" for r in rows]
 
 
-def compare_markdown(before: EvaluationResult, after: EvaluationResult, labels: Sequence[str] = ("before", "after")
-                     ) -> str:
-    """A before/after table: one row per (budget, quantity), columns ``labels`` and their difference.
+#: The rows of a before/after comparison without a budget.
+SENSITIVITY_ROW = "Υ (sensitivity)"
 
-    :param before: The first evaluation.
-    :param after: The second, at the same budgets.
-    :param labels: Column names of the two.
-    """
-    head = ["budget δ", "quantity", labels[0], labels[1], "change"]
-    rows = [["–", "clean accuracy", _fmt(before.clean_accuracy), _fmt(after.clean_accuracy),
-             _fmt_delta(after.clean_accuracy - before.clean_accuracy)],
-            ["–", "Υ (sensitivity)", f"{before.sensitivity:.4g}", f"{after.sensitivity:.4g}",
-             _fmt_delta(after.sensitivity - before.sensitivity)]]
+
+def compare_cells(before: EvaluationResult, after: EvaluationResult) -> list[tuple[float | None, str, float, float]]:
+    """The cells of a before/after comparison: (budget, or None for clean accuracy and Υ; quantity; value before;
+    value after), for every attack both ran and R^u, R^l at every budget both evaluated."""
+    cells: list[tuple[float | None, str, float, float]] = [
+        (None, "clean accuracy", before.clean_accuracy, after.clean_accuracy),
+        (None, SENSITIVITY_ROW, before.sensitivity, after.sensitivity)]
     attacks = [a for a in before.attacks if a in after.attacks]
     after_by_budget = {b.budget: b for b in after.budgets}
     for b in before.budgets:
         a = after_by_budget.get(b.budget)
         if a is None:
             continue
-        quantities = [(ATTACK_NAMES[k], b.accuracy(k), a.accuracy(k)) for k in attacks]
-        quantities += [("R^u", b.r_upper, a.r_upper), ("R^l", b.r_lower, a.r_lower)]
-        for name, v0, v1 in quantities:
-            rows.append([_fmt_budget(b.budget), name, _fmt(v0), _fmt(v1), _fmt_delta(v1 - v0)])
+        cells += [(b.budget, ATTACK_NAMES[k], b.accuracy(k), a.accuracy(k)) for k in attacks]
+        cells += [(b.budget, "R^u", b.r_upper, a.r_upper), (b.budget, "R^l", b.r_lower, a.r_lower)]
+    return cells
+
+
+def compare_markdown(before: EvaluationResult, after: EvaluationResult, labels: Sequence[str] = ("before", "after")
+                     ) -> str:
+    """A before/after table: one row per (budget, quantity) of :func:`compare_cells`, columns ``labels`` and their
+    difference.
+
+    :param before: The first evaluation.
+    :param after: The second, at the same budgets.
+    :param labels: Column names of the two.
+    """
+    head = ["budget δ", "quantity", labels[0], labels[1], "change"]
+    rows = []
+    for budget, name, v0, v1 in compare_cells(before, after):
+        values = [f"{v0:.4g}", f"{v1:.4g}"] if name == SENSITIVITY_ROW else [_fmt(v0), _fmt(v1)]
+        rows.append(["–" if budget is None else _fmt_budget(budget), name, *values, _fmt_delta(v1 - v0)])
     return "\n".join(_table(head, rows)) + "\n"
 
 
