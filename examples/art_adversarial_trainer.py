@@ -3,8 +3,8 @@
     python examples/art_adversarial_trainer.py --threads 1  # digits, offline
     python examples/art_adversarial_trainer.py --quick      # seconds: what tests/test_examples.py runs
 
-Measured on the project's shared 2-core CPU machine: 13 s with ``--threads 1``, 151 s with the default (its 2
-physical cores), which oversubscribes a CPU that other jobs use as well.
+Measured on a 2-core CPU machine: 13 s with ``--threads 1``, 151 s with the default (its 2 physical cores), which
+oversubscribes a CPU that other jobs use as well.
 
 A SmallCNN is trained plainly for a few epochs, then adversarially by
 ``art.defences.trainer.AdversarialTrainer(classifier, attacks=WassersteinDistributionalAttack(...), ratio=0.5)``.

@@ -10,7 +10,8 @@ Offline, with a local checkpoint: copy the weights to ``<model_dir>/cifar10/Linf
 accepted as ``{"state_dict": {"module.<key>": ...}}``; ``art_wdat.models.robustbench_checkpoint_path`` gives the
 path) and the CIFAR-10 python batches to ``<data_dir>/cifar-10-batches-py``, then run the same command;
 ``load_robustbench`` reads the file and never touches the network. Any ``npz`` with ``x_train``/``y_train``/
-``x_test``/``y_test`` works as data too (``--data npz:../shared/data/cifar10_subset.npz``)::
+``x_test``/``y_test`` works as data too (``--data npz:cifar10_subset.npz``: images channels first, uint8 0..255 or
+float in [0, 1], integer labels)::
 
     python examples/robustbench_finetune.py --quick     # seconds, on the CPU: what tests/test_examples.py runs
 

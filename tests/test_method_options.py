@@ -88,7 +88,7 @@ def test_attack_hands_its_settings_to_the_leftover(digits_clf, data, spy, monkey
     attack = WassersteinDistributionalAttack(digits_clf, eps=0.05, method=method, max_iter=3, eps_step=0.01,
                                              num_random_init=2, amp=True, verbose=False)
     # No solver pass: every input unflipped, so the leftover is the whole budget.
-    monkeypatch.setattr(attack, "_costs", lambda xt, yt: (_no_flips(est.forward_fn(digits_clf), xt, yt), 0.0))
+    monkeypatch.setattr(attack, "_costs", lambda fwd, xt, yt, clip: (_no_flips(fwd, xt, yt), 0.0))
     torch.manual_seed(0)
     x_adv = attack.generate(x, y)
     call = spy[0]
