@@ -125,6 +125,15 @@ def forest_row(x: np.ndarray, y: np.ndarray, x_test: np.ndarray, y_test: np.ndar
     return row
 
 
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else "CPU"."""
+    try:
+        return next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return "CPU"
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=500)
@@ -156,7 +165,7 @@ def main(argv: list[str] | None = None) -> dict:
         rows[kind] = row
     forest = forest_row(x, y, x_test, y_test, deltas, args.max_queries, args.hsj)
     report = {"n": args.n, "deltas": deltas, "exact": exact, "clean": float(correct.double().mean()),
-              "machine": "2-core CPU, 1 torch thread, shared with other jobs",
+              "machine": f"{cpu_model()}, {os.cpu_count()} logical cores, 1 torch thread",
               "estimators": {k: {key: v for key, v in r.items() if key not in ("costs", "queries")} |
                              ({"queries_mean": float(r["queries"].mean()), "queries_max": int(r["queries"].max())}
                               if r["queries"] is not None else {}) for k, r in rows.items()},
