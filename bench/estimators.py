@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 from art_wdat import WassersteinDistributionalAttack  # noqa: E402
 from art_wdat.attacks.auto import FlipCostCache  # noqa: E402
 from art_wdat.core.knapsack import robust_accuracy_curve  # noqa: E402
+from bench.readme_tables import cpu_model  # noqa: E402
 from tests.linear_exact import exact_linf_flip_costs, logistic_scores  # noqa: E402
 
 
@@ -123,15 +124,6 @@ def forest_row(x: np.ndarray, y: np.ndarray, x_test: np.ndarray, y_test: np.ndar
     row["clean"] = float(correct.mean())
     row["seconds_per_1000"] = row["seconds"][0] * 1000 / len(x_test)
     return row
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (Linux), else "CPU"."""
-    try:
-        return next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return "CPU"
 
 
 def main(argv: list[str] | None = None) -> dict:
